@@ -1,0 +1,62 @@
+"""Print where each result of a local pipeline run is: MLflow, Artifactory, SBOM, Xray, drift report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from include.settings import PipelineSettings  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--training-run", required=True)
+    parser.add_argument("--drift-run", required=True)
+    parser.add_argument("--airflow-url", default="http://127.0.0.1:8080")
+    args = parser.parse_args()
+    settings = PipelineSettings.from_env()
+
+    release_file = settings.run_dir("mnist_training", args.training_run) / "release.json"
+    print("\n=== mnist_training", args.training_run)
+    if release_file.exists():
+        release = json.loads(release_file.read_text())
+        mlflow, art, sbom, xray = release["mlflow"], release["artifactory"], release["sbom"], release["xray"]
+        decision = release["decision"]
+        print(f"MLflow tracking      {mlflow['tracking_uri']}")
+        print(f"MLflow run           {mlflow['run_id']} (experiment {mlflow['experiment_id']})")
+        print(f"Model version        {mlflow['model_name']} v{mlflow['version']}  test accuracy {release['test_accuracy']:.4f}")
+        print(f"Artifactory          {art['repo']}/{art['path'].lstrip('/')}  sha256 {art['sha256']}")
+        print(f"                     {art['download_uri']}")
+        print(f"SBOM                 {sbom['path']}  ({sbom['components']} components, {sbom['serial_number']})")
+        print(f"                     Artifactory {sbom['artifactory_path']}")
+        print(f"Xray verdict         scan {xray['scan_id']}: {xray['vulnerabilities']} vulnerabilities, "
+              f"{xray['violations']} violations -> {'PASS' if _passed(decision, 'xray') else 'BLOCK'}")
+        print(f"Promotion            {'champion' if decision['promote'] else 'blocked: ' + '; '.join(decision['reasons'])}")
+    else:
+        print(f"no release manifest at {release_file}: the run stopped before promote_model (see the task logs)")
+
+    drift_file = settings.run_dir("mnist_drift", args.drift_run) / "drift.json"
+    print("\n=== mnist_drift", args.drift_run)
+    if drift_file.exists():
+        drift = json.loads(drift_file.read_text())
+        print(f"Batch                {drift['batch']['path']}")
+        print(f"Drift                {'DRIFT' if drift['drift_detected'] else 'no drift'}: "
+              f"{drift['drifted_columns']}/{drift['total_columns']} features (threshold share {drift['threshold']})")
+        print(f"Drift report         {drift['html_path']}")
+        print(f"                     {drift['json_path']}")
+    else:
+        print(f"no drift summary at {drift_file}")
+    print(f"\nAirflow UI           {args.airflow_url}  (only while Airflow runs: scripts/pipeline --keep-running)")
+    print(f"MLflow UI            mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+
+
+def _passed(decision: dict, gate: str) -> bool:
+    return any(g["name"] == gate and g["passed"] for g in decision["gates"])
+
+
+if __name__ == "__main__":
+    main()

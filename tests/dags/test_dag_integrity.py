@@ -1,0 +1,74 @@
+"""Every DAG file imports cleanly, fast, without heavy libraries, and carries owner, retries and tags."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
+HEAVY_MODULES = ("torch", "torchvision", "mlflow", "evidently", "pandas", "sklearn", "scipy", "cyclonedx")
+EXPECTED_DAGS = {"mnist_training", "mnist_drift"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO_ROOT / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_expected_dags_present(dagbag):
+    assert EXPECTED_DAGS <= set(dagbag.dag_ids)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_dag_has_owner_retries_tags_and_docs(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert dag.tags, f"{dag_id} has no tags"
+    assert dag.doc_md, f"{dag_id} has no doc_md"
+    assert dag.catchup is False
+    for task in dag.tasks:
+        assert task.owner not in ("", "airflow"), f"{dag_id}.{task.task_id} has the default owner"
+        assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+
+
+def test_training_params_form_is_typed(dagbag):
+    params = dagbag.dags["mnist_training"].params
+    for name in ("epochs", "batch_size", "learning_rate", "seed", "min_accuracy", "max_train_samples"):
+        schema = params.get_param(name).schema
+        assert schema.get("type") in {"integer", "number"}, f"param {name} is untyped: {schema}"
+    with pytest.raises(Exception, match="less than the minimum of 1"):
+        params.get_param("epochs").resolve(value=0, suppress_exception=False)
+
+
+def test_training_chain_order(dagbag):
+    dag = dagbag.dags["mnist_training"]
+    order = [
+        "validate_data", "train_model", "evaluate_model", "register_model",
+        "publish_model", "generate_sbom", "scan_model", "promote_model",
+    ]
+    assert set(order) == set(dag.task_ids)
+    for upstream, downstream in zip(order, order[1:], strict=False):
+        assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} must run before {downstream}"
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_leaves_heavy_modules_unimported(dag_file):
+    code = (
+        "import json, runpy, sys; runpy.run_path(sys.argv[1]);"
+        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'plugins'}"}
+    proc = subprocess.run([sys.executable, "-c", code, str(dag_file)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

@@ -1,0 +1,69 @@
+"""The whole training DAG with dag.test(): real training, real MLflow, real SBOM, the local JFrog server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUICK_RUN = {"max_train_samples": 3000, "max_test_samples": 1000, "min_accuracy": 0.5, "epochs": 1}
+
+
+def _release(home: Path, run_id: str) -> dict:
+    from include.settings import safe_name
+
+    return json.loads((home / "runs" / "mnist_training" / safe_name(run_id) / "release.json").read_text())
+
+
+@pytest.mark.e2e
+def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_home, jfrog_server, jfrog_conn):
+    from airflow.dag_processing.dagbag import DagBag
+    from jfrog_provider.hooks.artifactory import ArtifactoryHook
+    from mlflow import MlflowClient
+
+    from include.mlops.sbom import validate_cyclonedx
+    from include.mnist.data import sha256_file
+    from include.settings import PipelineSettings
+
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mnist_training.py")).dags["mnist_training"]
+    settings = PipelineSettings.from_env()
+    client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+    first = dag.test(run_conf=QUICK_RUN)
+    assert first.state == "success"
+    release = _release(mlops_home, first.run_id)
+    version = release["mlflow"]["version"]
+    assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == version
+
+    published = release["artifactory"]
+    model_file = mlops_home / "runs" / "mnist_training" / Path(release["sbom"]["path"]).parent.name / "model.pt"
+    stored = ArtifactoryHook().get_file_info(published["repo"], published["path"].lstrip("/"))
+    assert stored["checksums"]["sha256"] == sha256_file(model_file)
+
+    sbom = json.loads(Path(release["sbom"]["path"]).read_text())
+    validate_cyclonedx(sbom)
+    assert sbom["specVersion"] == "1.6"
+    assert "torch" in {c["name"].lower() for c in sbom["components"]}
+
+    # Plant a Critical finding for the torch that trained the model: the next release must be blocked.
+    vulns = Path(jfrog_server.state_dir) / "xray" / "vulnerabilities.json"
+    vulns.parent.mkdir(parents=True, exist_ok=True)
+    vulns.write_text(json.dumps([{
+        "component": "pypi://torch", "issue_id": "XRAY-900001", "severity": "Critical",
+        "summary": "planted by the end-to-end test", "cves": [{"cve": "CVE-2099-0001", "cvss_v3_score": "9.8"}],
+        "fixed_versions": ["[99.0.0]"], "fail_build": True,
+    }]))
+
+    second = dag.test(run_conf=QUICK_RUN)
+    assert second.state == "failed"
+    states = {ti.task_id: ti.state for ti in second.get_task_instances()}
+    assert states["scan_model"] == "success" and states["promote_model"] == "failed"
+    blocked = _release(mlops_home, second.run_id)
+    assert blocked["decision"]["promote"] is False
+    assert any("CVE-2099-0001" in reason for reason in blocked["decision"]["reasons"])
+    new_version = blocked["mlflow"]["version"]
+    assert new_version != version
+    assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == version
+    assert "challenger" in client.get_model_version(settings.model_name, new_version).aliases
