@@ -1,0 +1,1382 @@
+"""Local JFrog-compatible (Artifactory + Xray) HTTP server for tests and demos; NOT JFrog.
+
+Follows /work/shared/docs/jfrog-rest-contract.md (section numbers cited inline). Stdlib only, state
+kept in a directory (content-addressed blobs + sqlite) so a restart over the same dir keeps artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import contextlib
+import datetime as dt
+import email.utils
+import fnmatch
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote
+
+DEFAULT_TOKEN = "local-test-token"
+DEFAULT_REPOS = ("ml-models-local", "ml-models-release")
+ARTIFACTORY_VERSION = "7.104.0-local"
+XRAY_VERSION = "3.120.0-local"
+CHUNK = 1024 * 1024
+_FAULT_KEYS = {"status", "retry_after", "delay", "reset", "truncate", "wrong_checksum", "body"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS repos (key TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    repo TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, sha1 TEXT NOT NULL, md5 TEXT NOT NULL,
+    size INTEGER NOT NULL, mime TEXT NOT NULL, created TEXT NOT NULL, created_by TEXT NOT NULL,
+    modified TEXT NOT NULL, modified_by TEXT NOT NULL, orig TEXT NOT NULL,
+    PRIMARY KEY (repo, path));
+CREATE INDEX IF NOT EXISTS items_sha256 ON items (sha256);
+CREATE INDEX IF NOT EXISTS items_sha1 ON items (sha1);
+CREATE TABLE IF NOT EXISTS props (
+    repo TEXT NOT NULL, path TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, ord INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS props_item ON props (repo, path);
+CREATE TABLE IF NOT EXISTS scans (id TEXT PRIMARY KEY, polls_left INTEGER NOT NULL, data TEXT NOT NULL);
+"""
+
+
+class ApiError(Exception):
+    """An error answered in the service's own error body (contract §1.2)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _mime(name: str) -> str:
+    if name.endswith(".json"):
+        return "application/json"
+    if name.endswith((".txt", ".md")):
+        return "text/plain"
+    return "application/octet-stream"
+
+
+def checksum_kind(value: str) -> str | None:
+    """Resolve the generic X-Checksum header type by hex length (contract A3)."""
+    return {32: "md5", 40: "sha1", 64: "sha256"}.get(len(value.strip()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Property escaping (contract A9)
+
+
+def _split_unescaped(text: str, seps: str) -> list[str]:
+    """Split on any char in seps that is not preceded by a backslash; keep escapes in the parts."""
+    parts, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            cur.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch in seps:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def parse_properties_param(raw: str) -> dict[str, list[str]]:
+    """Parse an already percent-decoded `k1=v1,v2;k2=v3` value (split on unescaped ; | = ,)."""
+    out: dict[str, list[str]] = {}
+    for part in _split_unescaped(raw, ";|"):
+        if not part:
+            continue
+        kv = _split_unescaped(part, "=")
+        key = _unescape(kv[0]).strip()
+        if not key:
+            raise ApiError(400, f"Invalid property: {part!r}")
+        value = "=".join(kv[1:]) if len(kv) > 1 else ""
+        # an escaped '=' inside the value was kept as '\=' by the split; join restores unescaped ones
+        out.setdefault(key, []).extend(_unescape(v) for v in _split_unescaped(value, ","))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# AQL (contract A10): items.find(<json>).include(...).sort({...}).offset(n).limit(n)
+
+
+def _scan_balanced(text: str, start: int) -> int:
+    """Return the index just after the ')' closing the '(' at text[start], skipping JSON strings."""
+    depth, i, in_str = 0, start, False
+    while i < len(text):
+        ch = text[i]
+        if in_str:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ApiError(400, "Failed to parse query: unbalanced parentheses")
+
+
+def parse_aql(query: str) -> dict[str, Any]:
+    """Parse an items AQL query into criteria, include, sort, offset, limit."""
+    q = query.strip()
+    m = re.match(r"items\s*\.\s*find\s*\(", q)
+    if not m:
+        raise ApiError(400, "Failed to parse query: only the 'items' domain with find() is supported")
+    parsed: dict[str, Any] = {"criteria": {}, "include": None, "sort": None, "offset": 0, "limit": None}
+    pos = m.end() - 1
+    while True:
+        end = _scan_balanced(q, pos)
+        arg = q[pos + 1 : end - 1].strip()
+        name = parsed.get("_method", "find")
+        try:
+            if name == "find":
+                parsed["criteria"] = json.loads(arg) if arg else {}
+                if not isinstance(parsed["criteria"], dict):
+                    raise ValueError("find() takes an object")
+            elif name == "include":
+                parsed["include"] = [str(x) for x in json.loads(f"[{arg}]")]
+            elif name == "sort":
+                spec = json.loads(arg)
+                if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in ("$asc", "$desc"):
+                    raise ValueError("sort takes {\"$asc\"|\"$desc\": [fields]}")
+                parsed["sort"] = spec
+            elif name in ("limit", "offset"):
+                parsed[name] = int(arg)
+                if parsed[name] < 0:
+                    raise ValueError(f"{name} must be >= 0")
+            else:
+                raise ValueError(f"unsupported method {name}")
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, f"Failed to parse query: {exc}") from exc
+        rest = q[end:].strip()
+        if not rest:
+            break
+        m = re.match(r"\.\s*(\w+)\s*\(", rest)
+        if not m:
+            raise ApiError(400, f"Failed to parse query near: {rest[:40]!r}")
+        parsed["_method"] = m.group(1)
+        q = rest
+        pos = m.end() - 1
+    parsed.pop("_method", None)
+    return parsed
+
+
+def _wild(pattern: str, value: str) -> bool:
+    # AQL wildcards are only * and ?; escape [ so fnmatch does not treat it as a class
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def _cmp(op: str, actual: Any, expected: Any) -> bool:
+    if actual is None:
+        return op in ("$ne", "$nmatch")
+    if isinstance(actual, int) and not isinstance(expected, int):
+        with contextlib.suppress(TypeError, ValueError):
+            expected = int(expected)
+    if isinstance(expected, int) and isinstance(actual, str):
+        expected = str(expected)
+    try:
+        match op:
+            case "$eq":
+                return actual == expected
+            case "$ne":
+                return actual != expected
+            case "$gt":
+                return actual > expected
+            case "$gte":
+                return actual >= expected
+            case "$lt":
+                return actual < expected
+            case "$lte":
+                return actual <= expected
+            case "$match":
+                return _wild(str(expected), str(actual))
+            case "$nmatch":
+                return not _wild(str(expected), str(actual))
+    except TypeError:
+        return False
+    raise ApiError(400, f"Failed to parse query: unknown operator {op}")
+
+
+def _ops(cond: Any) -> list[tuple[str, Any]]:
+    if isinstance(cond, dict):
+        return list(cond.items())
+    return [("$eq", cond)]
+
+
+def _uses_type(criteria: Any) -> bool:
+    if isinstance(criteria, dict):
+        return any(k == "type" or _uses_type(v) for k, v in criteria.items())
+    if isinstance(criteria, list):
+        return any(_uses_type(c) for c in criteria)
+    return False
+
+
+def aql_match(row: dict[str, Any], props: dict[str, list[str]], criteria: Any) -> bool:
+    """Evaluate AQL criteria against one item row and its properties."""
+    if isinstance(criteria, list):
+        return all(aql_match(row, props, c) for c in criteria)
+    if not isinstance(criteria, dict):
+        raise ApiError(400, "Failed to parse query: criteria must be objects")
+    for key, cond in criteria.items():
+        if key == "$and":
+            ok = all(aql_match(row, props, c) for c in _as_list(cond))
+        elif key == "$or":
+            ok = any(aql_match(row, props, c) for c in _as_list(cond))
+        elif key.startswith("@"):
+            values = props.get(key[1:], [])
+            ok = True
+            for op, expected in _ops(cond):
+                if op in ("$ne", "$nmatch"):
+                    ok = ok and all(_cmp(op, v, expected) for v in values)
+                else:
+                    ok = ok and any(_cmp(op, v, expected) for v in values)
+        elif key.startswith("$"):
+            raise ApiError(400, f"Failed to parse query: unknown operator {key}")
+        else:
+            if key not in row and key != "type":
+                raise ApiError(400, f"Failed to parse query: unknown field {key}")
+            if key == "type" and cond == "any":
+                continue
+            ok = all(_cmp(op, row.get(key), exp) for op, exp in _ops(cond))
+        if not ok:
+            return False
+    return True
+
+
+def _as_list(cond: Any) -> list[Any]:
+    if isinstance(cond, list):
+        return cond
+    if isinstance(cond, dict):
+        return [{k: v} for k, v in cond.items()]
+    raise ApiError(400, "Failed to parse query: $and/$or take a list or object")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Storage
+
+
+class Store:
+    """Blobs by sha256 under state_dir/blobs, metadata in state_dir/meta.sqlite."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir)
+        self.blobs = self.dir / "blobs"
+        self.tmp = self.dir / "tmp"
+        for d in (self.blobs, self.tmp, self.dir / "xray"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(self.dir / "meta.sqlite", check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        # WAL without per-commit fsync: survives a process restart, which is all a local fake needs
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        for key in DEFAULT_REPOS:
+            if not self.repo(key):
+                self.create_repo(key, {"key": key, "rclass": "local", "packageType": "generic", "xrayIndex": True})
+
+    # repos
+    def repo(self, key: str) -> dict[str, Any] | None:
+        with self.lock:
+            row = self.db.execute("SELECT config FROM repos WHERE key=?", (key,)).fetchone()
+        return json.loads(row["config"]) if row else None
+
+    def create_repo(self, key: str, config: dict[str, Any]) -> None:
+        with self.lock:
+            if self.db.execute("SELECT 1 FROM repos WHERE lower(key)=lower(?)", (key,)).fetchone():
+                raise ApiError(400, f"Case insensitive repository key already exists: '{key}'")
+            cfg = {"rclass": "local", "packageType": "generic", "xrayIndex": False, **config, "key": key}
+            self.db.execute("INSERT INTO repos VALUES (?, ?)", (key, json.dumps(cfg)))
+
+    # blobs
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs / sha256[:2] / sha256
+
+    def ingest(self, chunks: Iterable[bytes]) -> tuple[Path, dict[str, str], int]:
+        """Write chunks to a temp file while hashing; return (tmp path, checksums, size)."""
+        hashes = {"sha256": hashlib.sha256(), "sha1": hashlib.sha1(), "md5": hashlib.md5()}
+        fd, name = tempfile.mkstemp(dir=self.tmp)
+        size = 0
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                for h in hashes.values():
+                    h.update(chunk)
+                fh.write(chunk)
+                size += len(chunk)
+        return Path(name), {k: h.hexdigest() for k, h in hashes.items()}, size
+
+    def commit_blob(self, tmp: Path, sha256: str) -> None:
+        dest = self.blob_path(sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            tmp.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, dest)
+
+    def find_by_checksum(self, kind: str, value: str) -> sqlite3.Row | None:
+        col = {"sha256": "sha256", "sha1": "sha1", "md5": "md5"}[kind]
+        with self.lock:
+            return self.db.execute(f"SELECT * FROM items WHERE {col}=? LIMIT 1", (value.lower(),)).fetchone()
+
+    # items
+    def item(self, repo: str, path: str) -> sqlite3.Row | None:
+        with self.lock:
+            return self.db.execute("SELECT * FROM items WHERE repo=? AND path=?", (repo, path)).fetchone()
+
+    def items_under(self, repo: str, folder: str) -> list[sqlite3.Row]:
+        prefix = f"{folder}/" if folder else ""
+        with self.lock:
+            rows = self.db.execute("SELECT * FROM items WHERE repo=? ORDER BY path", (repo,)).fetchall()
+        return [r for r in rows if r["path"].startswith(prefix)]
+
+    def is_folder(self, repo: str, path: str) -> bool:
+        return path == "" or bool(self.items_under(repo, path))
+
+    def put_item(self, repo: str, path: str, sums: dict[str, str], size: int, orig: dict[str, str | None],
+                 user: str, props: dict[str, list[str]] | None) -> None:
+        now = _now()
+        with self.lock:
+            old = self.item(repo, path)
+            created = old["created"] if old else now
+            self.db.execute("BEGIN")
+            try:
+                self.db.execute("DELETE FROM items WHERE repo=? AND path=?", (repo, path))
+                self.db.execute(
+                    "INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (repo, path, sums["sha256"], sums["sha1"], sums["md5"], size, _mime(path), created, user,
+                     now, user, json.dumps(orig)),
+                )
+                if props is not None:
+                    self._replace_props(repo, path, props)
+                self.db.execute("COMMIT")
+            except Exception:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def delete_path(self, repo: str, path: str) -> int:
+        """Delete a file, or a folder recursively; return how many files went."""
+        if not path:
+            raise ApiError(400, "Deleting a repository root is not supported")
+        with self.lock:
+            if self.item(repo, path) is not None:
+                victims = [path]
+            else:
+                victims = [r["path"] for r in self.items_under(repo, path)]
+                if victims:
+                    prefix = path + "/"
+                    self.db.execute("DELETE FROM props WHERE repo=? AND (path=? OR substr(path, 1, ?)=?)",
+                                    (repo, path, len(prefix), prefix))
+            for p in victims:
+                self.db.execute("DELETE FROM items WHERE repo=? AND path=?", (repo, p))
+                self.db.execute("DELETE FROM props WHERE repo=? AND path=?", (repo, p))
+            return len(victims)
+
+    # properties
+    def props(self, repo: str, path: str) -> dict[str, list[str]]:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT key, value FROM props WHERE repo=? AND path=? ORDER BY key, ord", (repo, path)
+            ).fetchall()
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            out.setdefault(r["key"], []).append(r["value"])
+        return out
+
+    def _replace_props(self, repo: str, path: str, props: dict[str, list[str]]) -> None:
+        self.db.execute("DELETE FROM props WHERE repo=? AND path=?", (repo, path))
+        self._set_props(repo, path, props)
+
+    def _set_props(self, repo: str, path: str, props: dict[str, list[str]]) -> None:
+        for key, values in props.items():
+            self.db.execute("DELETE FROM props WHERE repo=? AND path=? AND key=?", (repo, path, key))
+            for i, v in enumerate(values):
+                self.db.execute("INSERT INTO props VALUES (?,?,?,?,?)", (repo, path, key, v, i))
+
+    def set_props(self, repo: str, paths: Sequence[str], props: dict[str, list[str]]) -> None:
+        with self.lock:
+            for p in paths:
+                self._set_props(repo, p, props)
+
+    def delete_props(self, repo: str, paths: Sequence[str], keys: Sequence[str]) -> None:
+        with self.lock:
+            for p in paths:
+                for k in keys:
+                    self.db.execute("DELETE FROM props WHERE repo=? AND path=? AND key=?", (repo, p, k))
+
+    def copy_props(self, repo: str, path: str, dst_repo: str, dst_path: str) -> None:
+        with self.lock:
+            self._replace_props(dst_repo, dst_path, self.props(repo, path))
+
+    def all_items(self) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.db.execute("SELECT * FROM items ORDER BY repo, path").fetchall()
+
+    # scans
+    def save_scan(self, scan_id: str, polls: int, data: dict[str, Any]) -> None:
+        with self.lock:
+            self.db.execute("INSERT INTO scans VALUES (?,?,?)", (scan_id, polls, json.dumps(data)))
+
+    def poll_scan(self, scan_id: str) -> tuple[int, dict[str, Any]] | None:
+        """Return (polls_left before this poll, data) and count the poll."""
+        with self.lock:
+            row = self.db.execute("SELECT polls_left, data FROM scans WHERE id=?", (scan_id,)).fetchone()
+            if not row:
+                return None
+            if row["polls_left"] > 0:
+                self.db.execute("UPDATE scans SET polls_left=polls_left-1 WHERE id=?", (scan_id,))
+            return row["polls_left"], json.loads(row["data"])
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Xray findings (contract X7, X10, X11)
+
+
+def split_component_id(component_id: str) -> tuple[str, str, str | None]:
+    """Split `type://name[:version]` into (type, lower-cased name, version) per contract X10."""
+    if "://" not in component_id:
+        return "", component_id.lower(), None
+    kind, rest = component_id.split("://", 1)
+    if kind == "generic":
+        return kind, rest.rsplit("/", 1)[-1].lower(), None
+    if ":" in rest:
+        name, version = rest.rsplit(":", 1)
+        return kind.lower(), name.lower(), version
+    return kind.lower(), rest.lower(), None
+
+
+def _walk_nodes(node: dict[str, Any], path: list[str]) -> Iterator[tuple[str, list[str]]]:
+    for child in node.get("nodes") or []:
+        if not isinstance(child, dict) or not isinstance(child.get("component_id"), str):
+            raise ApiError(400, "every node needs a string component_id")
+        cid = child["component_id"]
+        yield cid, [*path, cid]
+        yield from _walk_nodes(child, [*path, cid])
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP layer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "JFrogCompatLocal/1.0"
+    server: _HTTPServer
+
+    # -- plumbing -----------------------------------------------------------------------------------
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        if self.server.owner.verbose:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def _handle(self) -> None:
+        owner = self.server.owner
+        self._fault: dict[str, Any] = {}
+        self._body_consumed = False
+        self._body_len = 0
+        raw_path, _, self.query_string = self.path.partition("?")
+        self.raw_path = raw_path
+        self.service = "xray" if raw_path.startswith("/xray/") else "artifactory"
+        fault = owner._take_fault(self.command, raw_path)
+        try:
+            if fault is not None:
+                self._fault = fault
+                if fault.get("delay"):
+                    time.sleep(float(fault["delay"]))
+                if fault.get("reset"):
+                    self._drain_body()
+                    owner._log(self.command, raw_path, self._body_len)
+                    self._logged = True
+                    self._reset()
+                    return
+                if fault.get("status"):
+                    self._drain_body()
+                    headers = {}
+                    if "retry_after" in fault:
+                        headers["Retry-After"] = str(fault["retry_after"])
+                    raise ApiError(int(fault["status"]), fault.get("body", "Injected fault"), headers)
+            self._dispatch()
+        except ApiError as exc:
+            with contextlib.suppress(OSError, ConnectionError):
+                self._drain_body()
+                self._send_error(exc)
+        except (OSError, ConnectionError):
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - a fake must answer, not die
+            with contextlib.suppress(OSError, ConnectionError):
+                self._drain_body()
+                self._send_error(ApiError(500, f"Internal error: {type(exc).__name__}: {exc}"))
+        finally:
+            if not getattr(self, "_logged", False):
+                owner._log(self.command, raw_path, self._body_len)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
+
+    def _reset(self) -> None:
+        # contract fault "reset": close without answering; SO_LINGER 0 makes it an RST
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+
+    def _iter_body(self) -> Iterator[bytes]:
+        """Yield the request body (Content-Length or chunked) exactly once."""
+        if self._body_consumed:
+            return
+        self._body_consumed = True
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                data = self.rfile.read(size)
+                self.rfile.readline()
+                self._body_len += len(data)
+                yield data
+        remaining = int(self.headers.get("Content-Length") or 0)
+        while remaining > 0:
+            data = self.rfile.read(min(CHUNK, remaining))
+            if not data:
+                raise ConnectionError("client closed during body")
+            remaining -= len(data)
+            self._body_len += len(data)
+            yield data
+
+    def _read_body(self) -> bytes:
+        return b"".join(self._iter_body())
+
+    def _drain_body(self) -> None:
+        for _ in self._iter_body():
+            pass
+
+    def _send(self, status: int, body: bytes = b"", content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self._drain_body()
+        self.server.owner._log(self.command, self.raw_path, self._body_len)
+        self._logged = True
+        truncate = bool(self._fault.get("truncate"))
+        self.send_response(status)
+        if body or status not in (204, 304):
+            self.send_header("Content-Type", content_type)
+        declared = len(body) + (max(16, len(body)) if truncate else 0)
+        if status != 204:
+            self.send_header("Content-Length", str(declared))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body[: len(body) // 2] if truncate else body)
+        if truncate:
+            self._hard_close()
+
+    def _hard_close(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _json(self, status: int, obj: Any, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj, indent=2).encode(), content_type, headers)
+
+    def _send_error(self, exc: ApiError) -> None:
+        headers = dict(exc.headers)
+        if self.service == "xray":
+            body: Any = {"error": exc.message}
+        else:
+            body = {"errors": [{"status": exc.status, "message": exc.message}]}
+        if exc.status == 401:
+            headers.setdefault("WWW-Authenticate", 'Basic realm="Artifactory Realm"')
+        self._json(exc.status, body, headers=headers)
+
+    # -- auth (contract §1.1) -----------------------------------------------------------------------
+    def _user(self) -> str | None:
+        token = self.server.owner.token
+        auth = self.headers.get("Authorization", "")
+        scheme, _, cred = auth.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token.encode()):
+            return "token-user"
+        if scheme.lower() == "basic":
+            try:
+                user, _, pw = base64.b64decode(cred.strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            if hmac.compare_digest(pw.encode(), token.encode()):
+                return user or "token-user"
+        if self.headers.get("X-JFrog-Art-Api") and hmac.compare_digest(
+            self.headers["X-JFrog-Art-Api"].encode(), token.encode()
+        ):
+            return "api-key-user"
+        return None
+
+    def _require_user(self) -> str:
+        user = self._user()
+        if user is None:
+            if self.headers.get("Authorization") or self.headers.get("X-JFrog-Art-Api"):
+                raise ApiError(401, "Bad credentials")
+            raise ApiError(401, "Authentication is required")
+        return user
+
+    # -- routing ------------------------------------------------------------------------------------
+    def _query(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for k, v in parse_qsl(self.query_string, keep_blank_values=True):
+            out.setdefault(k, []).append(v)
+        return out
+
+    def _dispatch(self) -> None:
+        p, m = self.raw_path, self.command
+        if p.startswith("/xray/"):
+            return self._xray(p[len("/xray") :], m)
+        if not p.startswith("/artifactory/"):
+            raise ApiError(404, "Not Found")
+        sub = p[len("/artifactory") :]
+        if sub in ("/api/system/ping",) and m in ("GET", "HEAD"):
+            return self._send(200, b"OK", "text/plain")
+        if sub == "/api/v1/system/readiness" and m == "GET":
+            return self._json(200, {"code": "OK"})
+        self.user = self._require_user()
+        if sub == "/api/system/version" and m == "GET":
+            return self._json(200, {"version": ARTIFACTORY_VERSION, "revision": "local", "addons": [],
+                                    "license": "local-compat"})
+        if sub == "/api/v1/uploads/config" and m == "GET":
+            return self._json(200, {"supported": False})  # contract A5: multipart out of scope
+        if sub.startswith("/api/repositories/"):
+            return self._repositories(unquote(sub[len("/api/repositories/") :]), m)
+        if sub.startswith("/api/storage/"):
+            return self._storage(sub[len("/api/storage/") :], m)
+        if sub == "/api/search/aql" and m == "POST":
+            return self._aql()
+        for op in ("copy", "move"):
+            if sub.startswith(f"/api/{op}/") and m == "POST":
+                return self._copy_move(op, sub[len(f"/api/{op}/") :])
+        if sub.startswith("/api/"):
+            raise ApiError(404, "Not Found")
+        return self._artifact(sub[1:], m)
+
+    @staticmethod
+    def _split_repo_path(raw: str) -> tuple[str, str]:
+        decoded = unquote(raw).strip("/")
+        repo, _, path = decoded.partition("/")
+        return repo, path.strip("/")
+
+    def _need_repo(self, repo: str) -> dict[str, Any]:
+        cfg = self.server.owner.store.repo(repo)
+        if not cfg:
+            raise ApiError(404, f"Repository {repo} not found")
+        return cfg
+
+    # -- repositories (A15) -------------------------------------------------------------------------
+    def _repositories(self, key: str, method: str) -> None:
+        store = self.server.owner.store
+        if method == "GET":
+            cfg = store.repo(key)
+            if not cfg:
+                raise ApiError(404, f"Repository {key} not found")
+            return self._json(200, cfg)
+        if method == "PUT":
+            body = self._read_body()
+            try:
+                cfg = json.loads(body) if body else {}
+            except ValueError as exc:
+                raise ApiError(400, f"Invalid JSON: {exc}") from exc
+            if not isinstance(cfg, dict) or not key or "/" in key:
+                raise ApiError(400, "Invalid repository configuration")
+            store.create_repo(key, cfg)
+            return self._send(200, f"Successfully created repository '{key}'".encode(), "text/plain")
+        raise ApiError(405, "Method not allowed")
+
+    # -- artifacts (A3, A4, A6, A12) ----------------------------------------------------------------
+    def _artifact(self, raw: str, method: str) -> None:
+        # contract A3: a raw ';' starts matrix params; a literal ';' in the path travels as %3B
+        raw_path, *matrix = raw.split(";")
+        repo, path = self._split_repo_path(raw_path)
+        if method == "PUT":
+            return self._deploy(repo, path, matrix)
+        self._need_repo(repo)
+        store = self.server.owner.store
+        if method in ("GET", "HEAD"):
+            item = store.item(repo, path)
+            if item is None:
+                if store.is_folder(repo, path):
+                    raise ApiError(400, "Expected file response but received a folder")
+                raise ApiError(404, "File not found.")
+            return self._download(item)
+        if method == "DELETE":
+            if not store.delete_path(repo, path) and not (path and store.item(repo, path)):
+                raise ApiError(404, f"Could not locate artifact '{repo}:{path}'.")
+            return self._send(204)
+        raise ApiError(405, "Method not allowed")
+
+    def _deploy(self, repo: str, path: str, matrix: list[str]) -> None:
+        owner = self.server.owner
+        store = owner.store
+        props: dict[str, list[str]] = {}
+        for param in matrix:
+            if not param:
+                continue
+            k, _, v = param.partition("=")
+            # contract A3: repeated keys are multi-values; keys/values percent-decoded individually
+            props.setdefault(unquote(k), []).append(unquote(v))
+        self._need_repo(repo)
+        if not path or path.endswith("/"):
+            raise ApiError(400, "Deploying folders is not supported by this local server")
+        supplied: dict[str, str] = {}
+        for kind in ("sha256", "sha1", "md5"):
+            value = self.headers.get(f"X-Checksum-{kind.capitalize()}")
+            if value:
+                supplied[kind] = value.strip().lower()
+        generic = self.headers.get("X-Checksum")
+        if generic:
+            kind = checksum_kind(generic)
+            if kind is None:
+                raise ApiError(400, f"Unrecognised checksum length in X-Checksum: {len(generic.strip())}")
+            supplied.setdefault(kind, generic.strip().lower())
+        if self.headers.get("X-Checksum-Deploy", "").lower() == "true":
+            self._drain_body()
+            src = None
+            for kind in ("sha256", "sha1"):
+                if kind in supplied and src is None:
+                    src = store.find_by_checksum(kind, supplied[kind])
+            if src is None:
+                if not ({"sha256", "sha1"} & supplied.keys()):
+                    raise ApiError(400, "Checksum deploy requires a SHA-1 or SHA-256 checksum header")
+                # contract A4: unknown checksum → 404, the client then uploads the bytes
+                raise ApiError(404, "Checksum deploy failed: no artifact with this checksum. Upload is expected.")
+            sums = {"sha256": src["sha256"], "sha1": src["sha1"], "md5": src["md5"]}
+            for kind, value in supplied.items():
+                if sums[kind] != value:
+                    raise ApiError(409, f"Checksum deploy: {kind} '{value}' does not match stored content")
+            size = src["size"]
+        else:
+            tmp, sums, size = store.ingest(self._iter_body())
+            for kind, value in supplied.items():
+                if sums[kind] != value:
+                    tmp.unlink(missing_ok=True)
+                    # contract A3/§1.3: client-checksums policy rejects with 409
+                    raise ApiError(409, f"Checksum policy 'LocalRepoChecksumPolicy: CLIENT' rejected the "
+                                        f"artifact: {kind} received '{value}' but actual is '{sums[kind]}'")
+            store.commit_blob(tmp, sums["sha256"])
+        orig = {k: supplied.get(k) for k in ("sha256", "sha1", "md5")}
+        store.put_item(repo, path, sums, size, orig, self.user, props)
+        body = self._item_json(store.item(repo, path), created_shape=True)
+        if self._fault.get("wrong_checksum"):
+            body["checksums"]["sha256"] = _flip(body["checksums"]["sha256"])
+        self._json(201, body, "application/vnd.org.jfrog.artifactory.storage.ItemCreated+json")
+
+    def _download(self, item: sqlite3.Row) -> None:
+        store = self.server.owner.store
+        blob = store.blob_path(item["sha256"])
+        sha256 = _flip(item["sha256"]) if self._fault.get("wrong_checksum") else item["sha256"]
+        headers = {
+            "X-Checksum-Sha1": item["sha1"], "X-Checksum-Sha256": sha256, "X-Checksum-Md5": item["md5"],
+            "Accept-Ranges": "bytes", "Last-Modified": email.utils.format_datetime(
+                dt.datetime.fromisoformat(item["modified"].replace("Z", "+00:00")), usegmt=True),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(item['path'].rsplit('/', 1)[-1])}",
+        }
+        self._drain_body()
+        self.server.owner._log(self.command, self.raw_path, self._body_len)
+        self._logged = True
+        truncate = bool(self._fault.get("truncate"))
+        size = item["size"]
+        self.send_response(200)
+        self.send_header("Content-Type", item["mime"])
+        self.send_header("Content-Length", str(size + (16 if truncate and size == 0 else 0)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        limit = size // 2 if truncate else size
+        with open(blob, "rb") as fh:
+            while limit > 0:
+                data = fh.read(min(CHUNK, limit))
+                if not data:
+                    break
+                self.wfile.write(data)
+                limit -= len(data)
+        if truncate:
+            self._hard_close()
+
+    def _base(self) -> str:
+        host = self.headers.get("Host") or self.server.owner.netloc
+        return f"http://{host}/artifactory"
+
+    def _item_json(self, item: sqlite3.Row, created_shape: bool = False) -> dict[str, Any]:
+        base = self._base()
+        repo, path = item["repo"], item["path"]
+        orig = json.loads(item["orig"])
+        sums = {"sha1": item["sha1"], "md5": item["md5"], "sha256": item["sha256"]}
+        body: dict[str, Any] = {
+            "repo": repo, "path": "/" + path, "created": item["created"], "createdBy": item["created_by"],
+            "downloadUri": f"{base}/{repo}/{quote(path)}", "mimeType": item["mime"], "size": str(item["size"]),
+            "checksums": sums,
+            # contract A3: originalChecksums echo what the client sent; fall back to actual like Artifactory
+            "originalChecksums": {k: orig.get(k) or sums[k] for k in ("sha1", "md5", "sha256")},
+            "uri": f"{base}/{'api/storage/' if not created_shape else ''}{repo}/{quote(path)}",
+        }
+        if not created_shape:
+            body.update({"lastModified": item["modified"], "modifiedBy": item["modified_by"],
+                         "lastUpdated": item["modified"]})
+        return body
+
+    # -- storage API (A7, A8, A9) -------------------------------------------------------------------
+    def _storage(self, raw: str, method: str) -> None:
+        store = self.server.owner.store
+        repo, path = self._split_repo_path(raw)
+        self._need_repo(repo)
+        q = self._query()
+        item = store.item(repo, path)
+        exists = item is not None or store.is_folder(repo, path)
+        if "properties" in q:
+            if not exists:
+                raise ApiError(404, f"Unable to find item: {repo}:{path}")
+            targets = [path]
+            recursive = q.get("recursive", ["1"])[0] not in ("0", "false")
+            if item is None and recursive:
+                # contract A9: on a folder the default is recursive
+                targets += [r["path"] for r in store.items_under(repo, path)]
+            value = q["properties"][0]
+            if method == "GET":
+                props = store.props(repo, path)
+                if value:
+                    wanted = set(value.split(","))
+                    props = {k: v for k, v in props.items() if k in wanted}
+                if not props:
+                    # contract A9: no properties → 404 whose body says "No properties could be found"
+                    raise ApiError(404, "No properties could be found.")
+                return self._json(200, {"uri": f"{self._base()}/api/storage/{repo}/{quote(path)}",
+                                        "properties": props})
+            if method == "PUT":
+                # parse_qsl already percent-decoded the value (contract A9: decode first, then split)
+                props = parse_properties_param(value)
+                if not props:
+                    raise ApiError(400, "No properties given")
+                for key in props:
+                    if re.search(r"[)(}{\]\[*+^$\\/~`!@#%&<>;=,±§ ]", key):
+                        raise ApiError(400, f"Property key contains a forbidden character: {key!r}")
+                store.set_props(repo, targets, props)
+                return self._send(204)
+            if method == "DELETE":
+                keys = [k for k in value.split(",") if k]
+                if not keys:
+                    raise ApiError(400, "No property keys given")
+                store.delete_props(repo, targets, keys)
+                return self._send(204)
+            raise ApiError(405, "Method not allowed")
+        if method != "GET":
+            raise ApiError(405, "Method not allowed")
+        if not exists:
+            raise ApiError(404, f"Unable to find item: {repo}:{path}")
+        if item is not None:
+            return self._json(200, self._item_json(item))
+        rows = store.items_under(repo, path)
+        prefix = f"{path}/" if path else ""
+        base = f"{self._base()}/api/storage/{repo}/{quote(path)}".rstrip("/")
+        if "list" in q:
+            deep = q.get("deep", ["0"])[0] == "1"
+            files = []
+            for r in rows:
+                rel = r["path"][len(prefix):]
+                if deep or "/" not in rel:
+                    files.append({"uri": "/" + rel, "size": str(r["size"]), "lastModified": r["modified"],
+                                  "folder": False, "sha1": r["sha1"], "sha2": r["sha256"]})
+            return self._json(200, {"uri": base, "created": _now(), "files": files})
+        children: dict[str, bool] = {}
+        for r in rows:
+            rel = r["path"][len(prefix):]
+            head, sep, _ = rel.partition("/")
+            children[head] = children.get(head, False) or bool(sep)
+        created = min((r["created"] for r in rows), default=_now())
+        modified = max((r["modified"] for r in rows), default=created)
+        return self._json(200, {
+            "uri": base, "repo": repo, "path": "/" + path, "created": created, "createdBy": self.user,
+            "lastModified": modified, "modifiedBy": self.user, "lastUpdated": modified,
+            "children": [{"uri": "/" + k, "folder": v} for k, v in sorted(children.items())],
+        })
+
+    # -- AQL (A10) ----------------------------------------------------------------------------------
+    def _aql(self) -> None:
+        store = self.server.owner.store
+        try:
+            text = self._read_body().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "AQL body must be UTF-8 text") from exc
+        q = parse_aql(text)
+        include = q["include"]
+        with_props = include is not None and any(f == "property" or f.startswith("@") for f in include)
+        if with_props and (q["sort"] or q["limit"] is not None or q["offset"]):
+            # contract A10: sort/limit/offset are refused when include leaves the items domain
+            raise ApiError(400, "Failed to parse query: sort, limit and offset are not supported when "
+                                "including properties")
+        rows: list[tuple[dict[str, Any], dict[str, list[str]]]] = []
+        files = store.all_items()
+        folders: set[tuple[str, str]] = set()
+        for it in files:
+            parts = it["path"].split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                folders.add((it["repo"], "/".join(parts[:i])))
+            rows.append((self._aql_row(it["repo"], it["path"], it), store.props(it["repo"], it["path"])))
+        for repo, folder in sorted(folders):
+            rows.append((self._aql_row(repo, folder, None), store.props(repo, folder)))
+        criteria = q["criteria"]
+        if not _uses_type(criteria):
+            criteria = {"$and": [criteria, {"type": "file"}]}  # AQL default: files only
+        results = [(r, p) for r, p in rows if aql_match(r, p, criteria)]
+        if q["sort"]:
+            direction, fields = next(iter(q["sort"].items()))
+            results.sort(key=lambda rp: tuple(("" if rp[0].get(f) is None else rp[0][f]) for f in fields),
+                         reverse=direction == "$desc")
+        total = len(results)
+        off = q["offset"]
+        results = results[off:]
+        if q["limit"] is not None:
+            results = results[: q["limit"]]
+        out = [self._aql_project(r, p, include) for r, p in results]
+        rng: dict[str, Any] = {"start_pos": off, "end_pos": off + len(out), "total": len(out)}
+        if q["limit"] is not None:
+            rng["limit"] = q["limit"]
+        del total
+        self._json(200, {"results": out, "range": rng})
+
+    @staticmethod
+    def _aql_row(repo: str, path: str, it: sqlite3.Row | None) -> dict[str, Any]:
+        folder, _, name = path.rpartition("/")
+        row: dict[str, Any] = {
+            "repo": repo, "path": folder or ".", "name": name, "type": "file" if it is not None else "folder",
+            "size": it["size"] if it is not None else 0,
+            "created": it["created"] if it is not None else None,
+            "created_by": it["created_by"] if it is not None else None,
+            "modified": it["modified"] if it is not None else None,
+            "modified_by": it["modified_by"] if it is not None else None,
+            "updated": it["modified"] if it is not None else None,
+            "depth": path.count("/") + 1,
+            "sha256": it["sha256"] if it is not None else None,
+            "actual_sha1": it["sha1"] if it is not None else None,
+            "actual_md5": it["md5"] if it is not None else None,
+            "original_sha1": json.loads(it["orig"]).get("sha1") if it is not None else None,
+            "original_md5": json.loads(it["orig"]).get("md5") if it is not None else None,
+        }
+        return row
+
+    @staticmethod
+    def _aql_project(row: dict[str, Any], props: dict[str, list[str]], include: list[str] | None) -> dict[str, Any]:
+        default = ["repo", "path", "name", "type", "size", "created", "created_by", "modified", "modified_by",
+                   "updated"]
+        if include is None or "*" in include:
+            fields = default if include is None else list(row)
+        else:
+            fields = []
+            for f in include:
+                f = f.split(".", 1)[1] if f.startswith("item.") else f
+                if f == "property" or f.startswith("@") or f.startswith("property."):
+                    continue
+                if f not in row:
+                    raise ApiError(400, f"Failed to parse query: unknown field {f}")
+                fields.append(f)
+        out = {f: row[f] for f in fields}
+        if include is not None:
+            wanted_keys: set[str] | None = set()
+            for f in include:
+                if f in ("property", "property.*", "*"):
+                    wanted_keys = None
+                    break
+                if f.startswith("@"):
+                    wanted_keys.add(f[1:])  # type: ignore[union-attr]
+            if wanted_keys is None or wanted_keys:
+                out["properties"] = [{"key": k, "value": v} for k, vals in sorted(props.items())
+                                     for v in vals if wanted_keys is None or k in wanted_keys]
+        return out
+
+    # -- copy / move (A11) --------------------------------------------------------------------------
+    def _copy_move(self, op: str, raw: str) -> None:
+        store = self.server.owner.store
+        q = self._query()
+        src_repo, src_path = self._split_repo_path(raw)
+        self._need_repo(src_repo)
+        to = q.get("to", [""])[0]
+        if not to:
+            raise ApiError(400, "Missing 'to' parameter")
+        # contract A11: accept 'to' with or without a leading '/', form-encoded
+        dst_repo, _, dst_path = to.strip("/").partition("/")
+        self._need_repo(dst_repo)
+        dry = q.get("dry", ["0"])[0] in ("1", "true")
+        src_item = store.item(src_repo, src_path)
+        if src_item is None and not (src_path and store.is_folder(src_repo, src_path)):
+            raise ApiError(404, f"Could not find item: {src_repo}:{src_path}")
+        # unix cp/mv: an existing target folder receives the source inside it
+        if dst_path == "" or (store.item(dst_repo, dst_path) is None and store.is_folder(dst_repo, dst_path)):
+            dst_path = "/".join(p for p in (dst_path, src_path.rsplit("/", 1)[-1]) if p)
+        if src_repo == dst_repo and (dst_path == src_path or dst_path.startswith(src_path + "/")):
+            raise ApiError(400, "Cannot copy or move an item onto itself")
+        pairs: list[tuple[sqlite3.Row, str]] = []
+        if src_item is not None:
+            pairs.append((src_item, dst_path))
+        else:
+            for r in store.items_under(src_repo, src_path):
+                pairs.append((r, dst_path + r["path"][len(src_path):]))
+        verb = "copying" if op == "copy" else "moving"
+        messages = []
+        for row, target in pairs:
+            messages.append({"level": "INFO", "message": f"{'[dry run] ' if dry else ''}{verb} "
+                                                         f"{src_repo}:{row['path']} to {dst_repo}:{target} completed successfully"})
+            if dry:
+                continue
+            sums = {"sha256": row["sha256"], "sha1": row["sha1"], "md5": row["md5"]}
+            store.put_item(dst_repo, target, sums, row["size"], json.loads(row["orig"]), self.user, None)
+            store.copy_props(src_repo, row["path"], dst_repo, target)
+        if not dry and src_item is None:
+            store.copy_props(src_repo, src_path, dst_repo, dst_path)
+        if op == "move" and not dry:
+            store.delete_path(src_repo, src_path)
+        self._json(200, {"messages": messages})
+
+    # -- Xray (X1, X2, X7) --------------------------------------------------------------------------
+    def _xray(self, sub: str, method: str) -> None:
+        self.user = self._require_user()  # contract X1: even ping requires a valid user
+        if sub == "/api/v1/system/ping" and method == "GET":
+            return self._json(200, {"status": "pong"})
+        if sub == "/api/v1/system/version" and method == "GET":
+            return self._json(200, {"xray_version": XRAY_VERSION, "xray_revision": "local"})
+        if sub == "/api/v1/scan/graph" and method == "POST":
+            return self._scan_graph_post()
+        m = re.fullmatch(r"/api/v1/scan/graph/([^/]+)", sub)
+        if m and method == "GET":
+            return self._scan_graph_get(unquote(m.group(1)))
+        raise ApiError(404, "Not Found")
+
+    def _scan_graph_post(self) -> None:
+        owner = self.server.owner
+        q = self._query()
+        body = self._read_body()
+        try:
+            root = json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, f"failed to parse request body: {exc}") from exc
+        if not isinstance(root, dict) or not isinstance(root.get("component_id", ""), str):
+            raise ApiError(400, "request body must be a graph node object")
+        if not root.get("nodes") and not root.get("component_id"):
+            raise ApiError(400, "graph is empty")
+        root_id = root.get("component_id") or "root"
+        components: dict[str, list[str]] = {}
+        for cid, path in _walk_nodes(root, [root_id]):
+            components.setdefault(cid, path)
+        # contract X7: at most one context, in order project, repo_path, watches
+        context: dict[str, Any] = {}
+        if q.get("project"):
+            context = {"project": q["project"][0]}
+        elif q.get("repo_path"):
+            context = {"repo_path": q["repo_path"][0]}
+        elif q.get("watch"):
+            context = {"watches": q["watch"]}
+        findings = owner.load_vulnerabilities()
+        scan_id = str(uuid.uuid4())
+        data = {"root": root_id, "components": components, "context": context, "findings": findings}
+        owner.store.save_scan(scan_id, owner.scan_polls_before_done, data)
+        self._json(201, {"scan_id": scan_id})
+
+    def _scan_graph_get(self, scan_id: str) -> None:
+        owner = self.server.owner
+        q = self._query()
+        polled = owner.store.poll_scan(scan_id)
+        if polled is None:
+            raise ApiError(404, f"scan id {scan_id} not found")
+        polls_left, data = polled
+        if polls_left > 0:
+            total = max(1, owner.scan_polls_before_done)
+            pct = int(100 * (total - polls_left) / (total + 1))
+            return self._json(202, {"scan_id": scan_id, "progress_percentage": pct})
+        want_vulns = q.get("include_vulnerabilities", ["false"])[0].lower() == "true"
+        want_licenses = q.get("include_licenses", ["false"])[0].lower() == "true"
+        self._json(200, build_scan_result(scan_id, data, want_vulns, want_licenses,
+                                          f"http://{self.headers.get('Host') or owner.netloc}"))
+
+
+def _flip(hexdigest: str) -> str:
+    return ("0" if hexdigest[0] != "0" else "1") + hexdigest[1:]
+
+
+def build_scan_result(scan_id: str, data: dict[str, Any], want_vulns: bool, want_licenses: bool,
+                      base: str) -> dict[str, Any]:
+    """Build the X7 final graph-scan body from stored scan data."""
+    components: dict[str, list[str]] = data["components"]
+    issues: list[dict[str, Any]] = []
+    for idx, rec in enumerate(data["findings"]):
+        kind, name, version = split_component_id(str(rec.get("component", "")))
+        matched: dict[str, Any] = {}
+        for cid, path in components.items():
+            ckind, cname, cver = split_component_id(cid)
+            if ckind == kind and cname == name and (version is None or cver == version):
+                matched[cid] = {
+                    "fixed_versions": list(rec.get("fixed_versions", [])),
+                    "infected_versions": list(rec.get("infected_versions", [f"(,{cver}]" if cver else "(,)"])),
+                    "impact_paths": [[{"component_id": c, "full_path": c} for c in path]],
+                    "package_name": cname, "package_version": cver or "", "package_type": ckind,
+                    "cpes": [],
+                }
+        if not matched:
+            continue
+        cves = []
+        for cve in rec.get("cves", []):
+            cves.append({"cve": cve.get("cve", ""), "cvss_v2_score": cve.get("cvss_v2_score", ""),
+                         "cvss_v2_vector": cve.get("cvss_v2_vector", ""),
+                         "cvss_v3_score": cve.get("cvss_v3_score", ""),
+                         "cvss_v3_vector": cve.get("cvss_v3_vector", ""), "cwe": cve.get("cwe", []),
+                         "cwe_details": {}})
+        issues.append({
+            "issue_id": rec.get("issue_id", f"XRAY-LOCAL-{idx}"), "summary": rec.get("summary", ""),
+            "severity": rec.get("severity", "Unknown"), "cves": cves, "components": matched,
+            "references": rec.get("references", []),
+            "extended_information": {"short_description": rec.get("summary", ""), "full_description": "",
+                                     "jfrog_research_severity": "", "jfrog_research_severity_reasons": [],
+                                     "remediation": ""},
+            "edited": _now(), "_fail_build": bool(rec.get("fail_build", False)),
+            "_watch": rec.get("watch_name"), "_policy": rec.get("policy", "local-security-policy"),
+        })
+    context = data["context"]
+    kinds = {split_component_id(c)[0] for c in components} - {""}
+    result: dict[str, Any] = {
+        "scan_id": scan_id, "package_type": kinds.pop() if len(kinds) == 1 else "generic",
+        "component_id": data["root"], "status": "completed", "progress_percentage": 100,
+        "xray_data_url": f"{base}/ui/scans-list/graph/{scan_id}",
+    }
+    if want_vulns:
+        result["vulnerabilities"] = [{k: v for k, v in i.items() if not k.startswith("_")} for i in issues]
+    if context:
+        # contract X7/X12: violations only when a context is given
+        watches = context.get("watches") or [None]
+        violations = []
+        for issue in issues:
+            for watch in watches:
+                name = watch or issue["_watch"] or f"{next(iter(context.values()))}-watch"
+                v = {k: val for k, val in issue.items() if not k.startswith("_")}
+                v.update({"type": "security", "watch_name": name, "fail_build": issue["_fail_build"],
+                          "fail_pull_request": False, "ignore_url": "",
+                          "policies": [{"policy": issue["_policy"], "rule": "local-severity-rule",
+                                        "is_blocking": issue["_fail_build"], "ignore_rule_id": "",
+                                        "is_skip_not_applicable": False}]})
+                violations.append(v)
+        result["violations"] = violations
+    if want_licenses:
+        result["licenses"] = []
+    return result
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: JFrogCompatServer
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.owner._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.owner._conns.discard(request)
+        super().shutdown_request(request)
+
+
+class JFrogCompatServer:
+    """JFrog-compatible local server (not JFrog) with fault injection and a request log."""
+
+    def __init__(self, state_dir: Path | str, host: str = "127.0.0.1", port: int = 0,
+                 token: str = DEFAULT_TOKEN, scan_polls_before_done: int = 1, verbose: bool = False) -> None:
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.port = port
+        self.token = token
+        self.scan_polls_before_done = scan_polls_before_done
+        self.verbose = verbose
+        self.request_log: list[tuple[str, str, int]] = []
+        self._faults: list[tuple[re.Pattern[str], str | None, collections.deque[dict[str, Any]]]] = []
+        self._lock = threading.Lock()
+        self._conns: set[Any] = set()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.store: Store | None = None  # type: ignore[assignment]
+
+    # lifecycle
+    def start(self) -> JFrogCompatServer:
+        """Start serving in a background thread."""
+        self.store = Store(self.state_dir)
+        self._httpd = _HTTPServer((self.host, self.port), _Handler)
+        self._httpd.timeout = 0.5
+        self._httpd.owner = self
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="jfrog-compat", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open keep-alive connections and the database."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        for conn in list(self._conns):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        if self.store is not None:
+            self.store.close()
+
+    def serve_forever(self) -> None:
+        """Run in the foreground until stop() is called from another thread or a signal."""
+        assert self._thread is not None
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)
+
+    def __enter__(self) -> JFrogCompatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def netloc(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Platform URL; Artifactory under /artifactory and Xray under /xray (contract §0)."""
+        return f"http://{self.netloc}"
+
+    # faults and request log
+    def inject_faults(self, path_regex: str, specs: Sequence[dict[str, Any]], method: str | None = None) -> None:
+        """Queue faults for requests whose raw path (no query) matches path_regex; one spec per request."""
+        for spec in specs:
+            unknown = set(spec) - _FAULT_KEYS
+            if unknown:
+                raise ValueError(f"unknown fault keys: {sorted(unknown)}")
+        with self._lock:
+            self._faults.append((re.compile(path_regex), method.upper() if method else None,
+                                 collections.deque(dict(s) for s in specs)))
+
+    def clear_faults(self) -> None:
+        """Drop all queued faults."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending_faults(self) -> int:
+        """Number of queued, not yet used fault specs."""
+        with self._lock:
+            return sum(len(q) for _, _, q in self._faults)
+
+    def _take_fault(self, method: str, path: str) -> dict[str, Any] | None:
+        with self._lock:
+            for regex, want, queue in self._faults:
+                if queue and (want is None or want == method) and regex.search(path):
+                    return queue.popleft()
+        return None
+
+    def _log(self, method: str, path: str, body_bytes: int) -> None:
+        with self._lock:
+            self.request_log.append((method, path, body_bytes))
+
+    def requests_matching(self, method: str | None = None, path_regex: str = "") -> list[tuple[str, str, int]]:
+        """Request-log entries filtered by method and a path regex."""
+        rx = re.compile(path_regex)
+        with self._lock:
+            return [e for e in self.request_log if (method is None or e[0] == method) and rx.search(e[1])]
+
+    # xray findings
+    @property
+    def vulnerabilities_file(self) -> Path:
+        return self.state_dir / "xray" / "vulnerabilities.json"
+
+    def plant_vulnerabilities(self, records: Sequence[dict[str, Any]]) -> None:
+        """Write the findings file read by the next graph scan."""
+        self.vulnerabilities_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.vulnerabilities_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(records), indent=2))
+        os.replace(tmp, self.vulnerabilities_file)
+
+    def load_vulnerabilities(self) -> list[dict[str, Any]]:
+        """Read the findings file (fresh on every scan so tests can plant records between scans)."""
+        try:
+            data = json.loads(self.vulnerabilities_file.read_text())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise ApiError(500, f"vulnerabilities.json is not valid JSON: {exc}") from exc
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ApiError(500, "vulnerabilities.json must be a list of objects")
+        return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: serve until SIGTERM/SIGINT."""
+    ap = argparse.ArgumentParser(description="JFrog-compatible LOCAL server (not JFrog).")
+    ap.add_argument("--state-dir", required=True, type=Path)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8081)
+    ap.add_argument("--token", default=os.environ.get("JFROG_COMPAT_TOKEN", DEFAULT_TOKEN))
+    ap.add_argument("--scan-polls-before-done", type=int, default=1)
+    ap.add_argument("--url-file", type=Path, help="write the chosen URL here (useful with --port 0)")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    server = JFrogCompatServer(args.state_dir, args.host, args.port, args.token, args.scan_polls_before_done,
+                               args.verbose).start()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if args.url_file:
+        tmp = args.url_file.with_suffix(args.url_file.suffix + ".tmp")
+        tmp.write_text(server.url + "\n")
+        os.replace(tmp, args.url_file)
+    print(f"JFrog-compatible LOCAL server (not JFrog) listening on {server.url}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""ArtifactoryHook against the local server: deploy, download, properties, AQL, copy/move, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from jfrog_provider.exceptions import ChecksumMismatchError, JFrogApiError
+from jfrog_provider.hooks.artifactory import (
+    ArtifactoryHook,
+    DeployResult,
+    encode_properties_param,
+    file_checksums,
+    matrix_params,
+    quote_repo_path,
+)
+
+REPO = "ml-models-local"
+PUT_MODEL = r"^/artifactory/ml-models-local/m/1/model\.pt"
+
+
+@pytest.fixture
+def hook(jfrog_conn) -> ArtifactoryHook:
+    return ArtifactoryHook(backoff_base=0.01, backoff_max=0.05)
+
+
+@pytest.fixture
+def big_file(tmp_path) -> Path:
+    path = tmp_path / "model.pt"
+    path.write_bytes(os.urandom(64 * 1024))
+    return path
+
+
+@pytest.fixture
+def small_file(tmp_path) -> Path:
+    path = tmp_path / "metrics.json"
+    path.write_bytes(b'{"accuracy": 0.99}')
+    return path
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+
+
+def test_file_checksums_match_hashlib(big_file):
+    data = big_file.read_bytes()
+    assert file_checksums(big_file) == (
+        type(file_checksums(big_file))(hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest(),
+                                       hashlib.md5(data).hexdigest(), len(data)))
+
+
+@pytest.mark.parametrize("props,expected", [
+    ({"a": "b c"}, ";a=b%20c"),
+    ({"a": "x;y"}, ";a=x%3By"),
+    ({"a": ["1", "2"]}, ";a=1;a=2"),
+    ({"model.version": 3}, ";model.version=3"),
+    ({"a": "é=,"}, ";a=%C3%A9%3D%2C"),
+    (None, ""),
+])
+def test_matrix_params_encoding(props, expected):
+    assert matrix_params(props) == expected
+
+
+@pytest.mark.parametrize("key", ["a b", "a;b", "a=b", "", "a,b"])
+def test_invalid_property_keys_are_value_errors(key):
+    with pytest.raises(ValueError):
+        matrix_params({key: "v"})
+
+
+def test_quote_repo_path_escapes_semicolon_and_space():
+    assert quote_repo_path(REPO, "/a;b/c d.pt") == f"/{REPO}/a%3Bb/c%20d.pt"
+    with pytest.raises(ValueError):
+        quote_repo_path("a/b", "x")
+
+
+def test_encode_properties_param_escapes_then_percent_encodes():
+    assert encode_properties_param({"k": ["a=b", "x,y"]}) == "k%3Da%5C%3Db%2Cx%5C%2Cy"
+
+
+# -- deploy ----------------------------------------------------------------------------------------
+
+
+def test_small_file_is_one_streamed_put_with_checksum_headers(hook, jfrog_server, small_file):
+    result = hook.deploy_artifact(small_file, REPO, "m/1/metrics.json", {"model.name": "mnist cnn"})
+    data = small_file.read_bytes()
+    assert result == DeployResult(
+        repo=REPO, path="m/1/metrics.json", sha256=hashlib.sha256(data).hexdigest(),
+        sha1=hashlib.sha1(data).hexdigest(), md5=hashlib.md5(data).hexdigest(), size=len(data),
+        uri=result.uri, download_uri=f"{jfrog_server.url}/artifactory/{REPO}/m/1/metrics.json",
+        checksum_deployed=False)
+    # below 10 KiB there is no checksum-deploy attempt (contract A5)
+    assert jfrog_server.requests_matching("PUT") == [
+        ("PUT", f"/artifactory/{REPO}/m/1/metrics.json;model.name=mnist%20cnn", len(data))]
+    assert hook.get_item_properties(REPO, "m/1/metrics.json") == {"model.name": ["mnist cnn"]}
+    assert json.loads(json.dumps(result.to_dict()))["size"] == len(data)
+
+
+def test_large_file_tries_checksum_deploy_then_uploads_then_republishes_with_zero_bytes(hook, jfrog_server, big_file):
+    first = hook.deploy_artifact(big_file, REPO, "m/1/model.pt")
+    assert first.checksum_deployed is False
+    assert [b for _, _, b in jfrog_server.requests_matching("PUT", PUT_MODEL)] == [0, big_file.stat().st_size]
+    again = hook.deploy_artifact(big_file, REPO, "m/2/model.pt", {"model.version": "2"})
+    assert again.checksum_deployed is True and again.sha256 == first.sha256
+    assert jfrog_server.requests_matching("PUT", r"/m/2/model\.pt") == [
+        ("PUT", f"/artifactory/{REPO}/m/2/model.pt;model.version=2", 0)]
+    assert hook.get_item_properties(REPO, "m/2/model.pt") == {"model.version": ["2"]}
+
+
+def test_streamed_put_is_resent_in_full_after_503(hook, jfrog_server, big_file):
+    jfrog_server.inject_faults(PUT_MODEL, [{"status": 503}, {"reset": True}], method="PUT")
+    # no checksum-deploy try here, so every PUT carries bytes: the file is re-opened per attempt
+    hook.deploy_artifact(big_file, REPO, "m/1/model.pt", checksum_deploy_min_size=1 << 40)
+    size = big_file.stat().st_size
+    assert [b for _, _, b in jfrog_server.requests_matching("PUT", PUT_MODEL)] == [size, size, size]
+    assert hook.download_artifact(REPO, "m/1/model.pt", big_file.with_suffix(".dl")) == file_checksums(big_file).sha256
+
+
+def test_wrong_server_checksum_fails_the_upload(hook, jfrog_server, small_file):
+    jfrog_server.inject_faults(r"/m/1/metrics\.json", [{"wrong_checksum": True}])
+    with pytest.raises(ChecksumMismatchError, match="expected"):
+        hook.deploy_artifact(small_file, REPO, "m/1/metrics.json")
+
+
+def test_deploy_to_missing_repo_raises_404(hook, small_file):
+    with pytest.raises(JFrogApiError) as err:
+        hook.deploy_artifact(small_file, "no-such-repo", "x.json")
+    assert err.value.status == 404 and "no-such-repo" in err.value.message
+
+
+def test_empty_file_deploys(hook, tmp_path):
+    (empty := tmp_path / "empty").write_bytes(b"")
+    assert hook.deploy_artifact(empty, REPO, "e/empty").size == 0
+    assert hook.get_file_info(REPO, "e/empty")["size"] == "0"
+
+
+# -- download --------------------------------------------------------------------------------------
+
+
+def test_download_verifies_and_renames(hook, big_file, tmp_path):
+    result = hook.deploy_artifact(big_file, REPO, "m/1/model.pt")
+    out = tmp_path / "dl" / "model.pt"
+    assert hook.download_artifact(REPO, "m/1/model.pt", out) == result.sha256
+    assert out.read_bytes() == big_file.read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["model.pt"]
+
+
+@pytest.mark.parametrize("fault,error", [({"wrong_checksum": True}, ChecksumMismatchError),
+                                         ({"truncate": True}, JFrogApiError)])
+def test_bad_download_leaves_no_file(hook, jfrog_server, big_file, tmp_path, fault, error):
+    hook.deploy_artifact(big_file, REPO, "m/1/model.pt")
+    jfrog_server.inject_faults(PUT_MODEL, [fault], method="GET")
+    out = tmp_path / "dl" / "model.pt"
+    with pytest.raises(error):
+        hook.download_artifact(REPO, "m/1/model.pt", out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_download_missing_is_404(hook, tmp_path):
+    with pytest.raises(JFrogApiError) as err:
+        hook.download_artifact(REPO, "nope.pt", tmp_path / "x")
+    assert err.value.status == 404 and not (tmp_path / "x").exists()
+
+
+# -- info, properties ------------------------------------------------------------------------------
+
+
+def test_get_file_info_file_and_folder(hook, small_file):
+    hook.deploy_artifact(small_file, REPO, "i/f.json")
+    assert hook.get_file_info(REPO, "i/f.json")["checksums"]["sha256"] == file_checksums(small_file).sha256
+    assert hook.get_file_info(REPO, "i")["children"] == [{"uri": "/f.json", "folder": False}]
+
+
+SPECIAL_VALUES = ["a=b", "x,y", "p;q", "with space", "ünïcødé ✓", "back\\slash", "pipe|d", "plus+sign", "50%"]
+
+
+def test_properties_round_trip_with_special_characters(hook, small_file):
+    hook.deploy_artifact(small_file, REPO, "p/f.json")
+    assert hook.get_item_properties(REPO, "p/f.json") == {}
+    hook.set_item_properties(REPO, "p/f.json", {"special": SPECIAL_VALUES, "single": "a=b;c,d"})
+    assert hook.get_item_properties(REPO, "p/f.json") == {"special": SPECIAL_VALUES, "single": ["a=b;c,d"]}
+    hook.set_item_properties(REPO, "p/f.json", {"single": "new"})  # listed keys replaced, others untouched
+    assert hook.get_item_properties(REPO, "p/f.json")["single"] == ["new"]
+    hook.delete_item_properties(REPO, "p/f.json", ["special"])
+    assert hook.get_item_properties(REPO, "p/f.json") == {"single": ["new"]}
+
+
+def test_matrix_properties_with_special_characters_round_trip(hook, small_file):
+    hook.deploy_artifact(small_file, REPO, "p/m.json", {"special": SPECIAL_VALUES})
+    assert hook.get_item_properties(REPO, "p/m.json") == {"special": SPECIAL_VALUES}
+
+
+def test_get_properties_of_missing_item_raises(hook):
+    with pytest.raises(JFrogApiError) as err:
+        hook.get_item_properties(REPO, "missing.json")
+    assert err.value.status == 404
+
+
+def test_recursive_set_on_folder(hook, small_file):
+    hook.deploy_artifact(small_file, REPO, "rec/a/f.json")
+    hook.set_item_properties(REPO, "rec", {"stage": "released"}, recursive=True)
+    assert hook.get_item_properties(REPO, "rec/a/f.json") == {"stage": ["released"]}
+
+
+# -- AQL, copy/move, delete ------------------------------------------------------------------------
+
+
+def test_search_aql_latest_candidate(hook, small_file, big_file):
+    hook.deploy_artifact(small_file, REPO, "m/1/model.pt", {"model.name": "mnist", "model.stage": "candidate"})
+    hook.deploy_artifact(big_file, REPO, "m/2/model.pt", {"model.name": "mnist", "model.stage": "candidate"})
+    rows = hook.search_aql(
+        'items.find({"repo":"ml-models-local","name":"model.pt","@model.name":"mnist","@model.stage":"candidate"})'
+        '.include("repo","path","name","created","sha256").sort({"$desc":["created"]}).limit(1)')
+    assert [(r["path"], r["sha256"]) for r in rows] == [("m/2", file_checksums(big_file).sha256)]
+
+
+def test_search_aql_bad_query_raises_400(hook):
+    with pytest.raises(JFrogApiError) as err:
+        hook.search_aql("items.find(")
+    assert err.value.status == 400
+
+
+def test_search_aql_is_retried_on_429(hook, jfrog_server):
+    jfrog_server.inject_faults(r"/api/search/aql$", [{"status": 429}])
+    assert hook.search_aql('items.find({"name":"none"})') == []
+    assert len(jfrog_server.requests_matching("POST", r"/api/search/aql$")) == 2
+
+
+def test_copy_move_delete(hook, jfrog_server, small_file):
+    hook.deploy_artifact(small_file, REPO, "c/f.json", {"k": "v"})
+    dry = hook.copy_item(REPO, "c/f.json", "ml-models-release", "c/f.json", dry_run=True)
+    assert dry["messages"] and "dry run" in dry["messages"][0]["message"]
+    with pytest.raises(JFrogApiError):
+        hook.get_file_info("ml-models-release", "c/f.json")
+    hook.copy_item(REPO, "c/f.json", "ml-models-release", "c/f.json")
+    assert hook.get_item_properties("ml-models-release", "c/f.json") == {"k": ["v"]}
+    hook.move_item("ml-models-release", "c/f.json", "ml-models-release", "moved/f.json")
+    assert hook.get_file_info("ml-models-release", "moved/f.json")["size"] == str(small_file.stat().st_size)
+    hook.delete_item("ml-models-release", "moved")
+    with pytest.raises(JFrogApiError) as err:
+        hook.delete_item("ml-models-release", "moved")
+    assert err.value.status == 404
+    with pytest.raises(ValueError):
+        hook.delete_item(REPO, "/")
+
+
+def test_create_repository_and_duplicate(hook):
+    hook.create_local_repository("extra-local")
+    with pytest.raises(JFrogApiError) as err:
+        hook.create_local_repository("extra-local")
+    assert err.value.status == 400
+
+
+def test_urls(hook, jfrog_server):
+    assert hook.artifact_url(REPO, "m/1/model.pt") == f"{jfrog_server.url}/artifactory/{REPO}/m/1/model.pt"
+    assert hook.ui_url(REPO, "m/1/model.pt") == f"{jfrog_server.url}/ui/repos/tree/General/{REPO}/m/1/model.pt"
+    assert hook.get_version()["version"]

@@ -1,0 +1,231 @@
+"""JFrogHook: connection resolution, auth, the retry policy and error mapping of `_request`."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import pickle
+import time
+
+import pytest
+from jfrog_provider.exceptions import JFrogApiError
+from jfrog_provider.hooks.artifactory import ArtifactoryHook
+from jfrog_provider.hooks.base import JFrogHook, parse_retry_after
+
+from include.jfrog_compat.server import JFrogCompatServer
+
+VERSION = r"/artifactory/api/system/version$"
+
+
+def fast_hook(cls=JFrogHook, **kw) -> JFrogHook:
+    """A hook with tiny backoff so retry tests stay fast."""
+    return cls(**{"backoff_base": 0.01, "backoff_max": 0.05, **kw})
+
+
+def set_conn(monkeypatch, **fields) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_JFROG_DEFAULT", json.dumps({"conn_type": "jfrog", **fields}))
+
+
+# -- connection -------------------------------------------------------------------------------------
+
+
+def test_connection_resolves_from_env_var_outside_a_task(jfrog_conn, jfrog_server):
+    hook = JFrogHook()
+    assert hook.config.artifactory_url == f"{jfrog_server.url}/artifactory"
+    assert hook.config.xray_url == f"{jfrog_server.url}/xray"
+    assert hook.config.timeout == 60.0
+    assert hook.test_connection() == (True, "Connection to JFrog Artifactory works")
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"host": "http://h.example:8081"}, "http://h.example:8081"),
+    ({"host": "http://h.example:8081/artifactory/"}, "http://h.example:8081"),
+    ({"host": "h.example", "schema": "http", "port": 8082}, "http://h.example:8082"),
+    ({"host": "acme.jfrog.io"}, "https://acme.jfrog.io"),
+])
+def test_platform_url_forms(monkeypatch, fields, expected):
+    set_conn(monkeypatch, password="tok12345", **fields)
+    assert JFrogHook().config.platform_url == expected
+
+
+def test_extras_configure_timeout_verify_and_retries(monkeypatch):
+    set_conn(monkeypatch, host="http://h:1", password="tok12345",
+             extra={"timeout": 5, "verify": "false", "max_retries": 2, "backoff_base": 0.5})
+    cfg = JFrogHook(max_retries=7).config
+    assert (cfg.timeout, cfg.verify, cfg.max_retries, cfg.backoff_base) == (5.0, False, 7, 0.5)
+    assert "tok12345" not in repr(cfg)
+
+
+@pytest.mark.parametrize("fields", [{"host": "", "password": "tok12345"}, {"host": "http://h:1"}])
+def test_incomplete_connection_is_value_error(monkeypatch, fields):
+    set_conn(monkeypatch, **fields)
+    with pytest.raises(ValueError):
+        JFrogHook().config  # noqa: B018
+
+
+def test_bearer_by_default_basic_with_login(monkeypatch, jfrog_server):
+    set_conn(monkeypatch, host=jfrog_server.url, password=jfrog_server.token)
+    assert JFrogHook().session.headers["Authorization"] == f"Bearer {jfrog_server.token}"
+    set_conn(monkeypatch, host=jfrog_server.url, login="alice", password=jfrog_server.token)
+    hook = JFrogHook()
+    assert "Authorization" not in hook.session.headers and hook.session.auth == ("alice", jfrog_server.token)
+    assert hook.test_connection()[0] is True
+
+
+def test_session_is_cached_and_reuses_one_connection(jfrog_conn, jfrog_server):
+    hook = JFrogHook()
+    assert hook.get_conn() is hook.session
+    for _ in range(3):
+        hook._request("GET", "/api/system/version")
+    pool = next(iter(hook.session.adapters["http://"].poolmanager.pools._container.values()))
+    assert pool.num_connections == 1
+
+
+def test_bad_token_fails_test_connection_without_leaking_it(monkeypatch, jfrog_server):
+    set_conn(monkeypatch, host=jfrog_server.url, password="wrong-token-abcdef")
+    ok, message = JFrogHook().test_connection()
+    assert ok is False and "401" in message and "wrong-token-abcdef" not in message
+
+
+# -- retries ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_retryable_statuses_are_survived(jfrog_conn, jfrog_server, status):
+    jfrog_server.inject_faults(VERSION, [{"status": status}] * 3)
+    assert fast_hook()._request("GET", "/api/system/version").status_code == 200
+    assert len(jfrog_server.requests_matching("GET", VERSION)) == 4
+
+
+def test_retries_are_bounded(jfrog_conn, jfrog_server):
+    jfrog_server.inject_faults(VERSION, [{"status": 503}] * 10)
+    with pytest.raises(JFrogApiError) as err:
+        fast_hook(max_retries=2)._request("GET", "/api/system/version")
+    assert err.value.status == 503 and err.value.message == "Injected fault"
+    assert len(jfrog_server.requests_matching("GET", VERSION)) == 3
+
+
+def test_max_total_wait_stops_retrying_early(jfrog_conn, jfrog_server):
+    jfrog_server.inject_faults(VERSION, [{"status": 429, "retry_after": "30"}])
+    start = time.monotonic()
+    with pytest.raises(JFrogApiError) as err:
+        fast_hook(max_total_wait=5)._request("GET", "/api/system/version")
+    assert err.value.status == 429 and time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409])
+def test_final_statuses_are_not_retried(jfrog_conn, jfrog_server, status):
+    jfrog_server.inject_faults(VERSION, [{"status": status}])
+    with pytest.raises(JFrogApiError) as err:
+        fast_hook()._request("GET", "/api/system/version")
+    assert err.value.status == status
+    assert len(jfrog_server.requests_matching("GET", VERSION)) == 1
+
+
+def test_retry_after_delta_seconds_is_honoured(jfrog_conn, jfrog_server):
+    jfrog_server.inject_faults(VERSION, [{"status": 429, "retry_after": "1"}])
+    start = time.monotonic()
+    fast_hook()._request("GET", "/api/system/version")
+    assert time.monotonic() - start >= 1.0
+
+
+def test_retry_after_http_date_is_honoured(jfrog_conn, jfrog_server):
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    jfrog_server.inject_faults(VERSION, [{"status": 503, "retry_after": when}])
+    start = time.monotonic()
+    fast_hook()._request("GET", "/api/system/version")
+    assert time.monotonic() - start >= 0.9  # HTTP-date has 1 s resolution
+
+
+def test_parse_retry_after_forms():
+    now = 1_000_000.0
+    assert parse_retry_after("3", now) == 3.0
+    assert parse_retry_after(email.utils.formatdate(now + 10, usegmt=True), now) == pytest.approx(10, abs=1)
+    assert parse_retry_after(email.utils.formatdate(now - 10, usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None and parse_retry_after(None) is None
+
+
+def test_connection_reset_and_truncated_body_are_retried(jfrog_conn, jfrog_server):
+    jfrog_server.inject_faults(VERSION, [{"reset": True}, {"truncate": True}])
+    assert fast_hook()._request("GET", "/api/system/version").json()["version"]
+    assert len(jfrog_server.requests_matching("GET", VERSION)) == 3
+
+
+def test_read_timeout_is_retried_for_idempotent_calls(jfrog_conn, jfrog_server):
+    jfrog_server.inject_faults(VERSION, [{"delay": 1.0}])
+    assert fast_hook(timeout=0.3)._request("GET", "/api/system/version").ok
+    deadline = time.monotonic() + 3  # the delayed first request is logged when its handler answers
+    while len(jfrog_server.requests_matching("GET", VERSION)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(jfrog_server.requests_matching("GET", VERSION)) == 2
+
+
+def test_non_idempotent_post_is_not_resent_after_reset(jfrog_conn, jfrog_server):
+    hook = fast_hook(ArtifactoryHook)
+    (tmp := jfrog_server.state_dir / "f.bin").write_bytes(b"x")
+    hook.deploy_artifact(tmp, "ml-models-local", "mv/f.bin")
+    jfrog_server.inject_faults(r"/api/move/", [{"reset": True}])
+    with pytest.raises(JFrogApiError) as err:
+        hook.move_item("ml-models-local", "mv/f.bin", "ml-models-release", "mv/f.bin")
+    assert err.value.status is None
+    assert len(jfrog_server.requests_matching("POST", r"/api/move/")) == 1
+
+
+def test_non_idempotent_post_is_resent_after_429(jfrog_conn, jfrog_server):
+    hook = fast_hook(ArtifactoryHook)
+    (tmp := jfrog_server.state_dir / "f.bin").write_bytes(b"x")
+    hook.deploy_artifact(tmp, "ml-models-local", "mv/f.bin")
+    jfrog_server.inject_faults(r"/api/move/", [{"status": 429}, {"status": 502}])
+    with pytest.raises(JFrogApiError) as err:  # 502: a proxy may have forwarded it; not safe to resend a move
+        hook.move_item("ml-models-local", "mv/f.bin", "ml-models-release", "mv/f.bin")
+    assert err.value.status == 502
+    assert len(jfrog_server.requests_matching("POST", r"/api/move/")) == 2
+
+
+def test_retry_false_disables_retries(jfrog_conn, jfrog_server):
+    jfrog_server.inject_faults(VERSION, [{"status": 503}])
+    with pytest.raises(JFrogApiError):
+        fast_hook()._request("GET", "/api/system/version", retry=False)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def test_error_message_comes_from_jfrog_envelope(jfrog_conn, jfrog_server):
+    with pytest.raises(JFrogApiError) as err:
+        fast_hook()._request("GET", "/api/storage/no-such-repo/x")
+    assert err.value.status == 404 and err.value.message == "Repository no-such-repo not found"
+    assert "GET /api/storage/no-such-repo/x" in str(err.value)
+
+
+def test_xray_error_body_is_read(jfrog_conn, jfrog_server):
+    with pytest.raises(JFrogApiError) as err:
+        fast_hook()._request("GET", "/api/v1/scan/graph/nope", service="xray")
+    assert err.value.status == 404 and err.value.message == "scan id nope not found"
+
+
+def test_token_never_in_exception_or_logs(jfrog_conn, jfrog_server, caplog):
+    echo = f"echoing your token {jfrog_server.token} back"
+    jfrog_server.inject_faults(VERSION, [{"status": 503, "body": echo}, {"status": 400, "body": echo}])
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(JFrogApiError) as err:
+        fast_hook()._request("GET", "/api/system/version")
+    assert err.value.status == 400
+    assert jfrog_server.token not in str(err.value) and "***" in err.value.message
+    assert jfrog_server.token not in caplog.text
+
+
+def test_error_pickles():
+    err = pickle.loads(pickle.dumps(JFrogApiError(409, "conflict", method="PUT", url_path="/r/p")))
+    assert (err.status, err.message, str(err)) == (409, "conflict", "JFrog API PUT /r/p failed (HTTP 409): conflict")
+
+
+def test_unreachable_server_raises_jfrog_error(monkeypatch):
+    with JFrogCompatServer(monkeypatch_tmp := __import__("tempfile").mkdtemp()) as server:
+        url = server.url
+    del monkeypatch_tmp
+    set_conn(monkeypatch, host=url, password="tok12345")
+    with pytest.raises(JFrogApiError) as err:
+        fast_hook(max_retries=1)._request("GET", "/api/system/version")
+    assert err.value.status is None
