@@ -27,12 +27,11 @@ def wait_url(url: str, deadline: float) -> None:
 def wait_dags(dag_ids: list[str], deadline: float) -> None:
     """Until the dag-processor has serialized every DAG without import errors."""
     while True:
-        out = _airflow("dags", "list", "-o", "json")
-        found = {d["dag_id"] for d in json.loads(out or "[]")} if out.strip().startswith("[") else set()
+        found = {d["dag_id"] for d in _json_rows(_airflow("dags", "list", "-o", "json"))}
         if set(dag_ids) <= found:
             return
-        errors = _airflow("dags", "list-import-errors", "-o", "json")
-        if errors.strip().startswith("[") and json.loads(errors):
+        errors = _json_rows(_airflow("dags", "list-import-errors", "-o", "json"))
+        if errors:
             sys.exit(f"DAG import errors: {errors}")
         _check(deadline, f"DAGs {sorted(set(dag_ids) - found)} not parsed")
         time.sleep(3)
@@ -54,6 +53,12 @@ def wait_run(dag_id: str, run_id: str, deadline: float) -> None:
             sys.exit(1)
         _check(deadline, f"{dag_id} {run_id} still {state_word}")
         time.sleep(5)
+
+
+def _json_rows(out: str) -> list[dict]:
+    """The JSON list in a CLI's output; Airflow prints warnings on stdout before it."""
+    rows = [line for line in out.splitlines() if line.startswith("[")]
+    return json.loads(rows[-1]) if rows else []
 
 
 def _airflow(*args: str) -> str:
