@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,6 +24,7 @@ def main() -> None:
 
     release_file = settings.run_dir("mnist_training", args.training_run) / "release.json"
     print("\n=== mnist_training", args.training_run)
+    print_task_durations("mnist_training", args.training_run)
     if release_file.exists():
         release = json.loads(release_file.read_text())
         mlflow, art, sbom, xray = release["mlflow"], release["artifactory"], release["sbom"], release["xray"]
@@ -41,6 +44,7 @@ def main() -> None:
 
     drift_file = settings.run_dir("mnist_drift", args.drift_run) / "drift.json"
     print("\n=== mnist_drift", args.drift_run)
+    print_task_durations("mnist_drift", args.drift_run)
     if drift_file.exists():
         drift = json.loads(drift_file.read_text())
         print(f"Batch                {drift['batch']['path']}")
@@ -52,6 +56,22 @@ def main() -> None:
         print(f"no drift summary at {drift_file}")
     print(f"\nAirflow UI           {args.airflow_url}  (only while Airflow runs: scripts/pipeline --keep-running)")
     print(f"MLflow UI            mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+
+
+def print_task_durations(dag_id: str, run_id: str) -> None:
+    """One line per task: state and wall seconds, from Airflow's own records."""
+    out = subprocess.run(
+        ["airflow", "tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"], capture_output=True, text=True
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("[")]
+    cells = []
+    for task in json.loads(rows[-1]) if rows else []:
+        if task["start_date"] and task["end_date"]:
+            took = datetime.fromisoformat(task["end_date"]) - datetime.fromisoformat(task["start_date"])
+            cells.append(f"{task['task_id']} {took.total_seconds():.1f}s")
+        else:
+            cells.append(f"{task['task_id']} {task['state']}")
+    print("Tasks                " + ", ".join(cells))
 
 
 def _passed(decision: dict, gate: str) -> bool:

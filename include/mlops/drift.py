@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,13 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a production batch (.npz with uint8 `images` (N, 28, 28) and optional `labels`) without pickle."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "images" not in data.files:
-                raise BatchError(f"{path}: field 'images' is missing (found {sorted(data.files)})")
-            images = data["images"]
-            labels = data["labels"] if "labels" in data.files else None
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, BatchError):
-            raise
+            files = sorted(data.files)
+            images = data["images"] if "images" in files else None
+            labels = data["labels"] if "labels" in files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BatchError(f"{path}: not a readable .npz batch: {exc}") from exc
+    if images is None:
+        raise BatchError(f"{path}: field 'images' is missing (found {files})")
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise BatchError(f"{path}: field 'images' must be uint8 (N, 28, 28), got {images.dtype} {images.shape}")
     if images.shape[0] == 0:
