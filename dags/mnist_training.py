@@ -127,7 +127,9 @@ def mnist_training():
         """Log params, per-epoch metrics, datasets and the model to MLflow; register it as `challenger`."""
         from pathlib import Path
 
+        from include.mlops.lineage import code_version, package_versions
         from include.mlops.registry import DatasetRef, pinned_requirements, register_training_run
+        from include.settings import REPO_ROOT
 
         params, dag_id, run_id = _context()
         settings = _settings()
@@ -148,7 +150,14 @@ def mnist_training():
             epoch_metrics=trained["epochs"],
             eval_metrics={k: v for k, v in evaluation.items() if isinstance(v, int | float)},
             datasets=datasets,
-            tags={"airflow.dag_id": dag_id, "airflow.run_id": run_id, "model.sha256": trained["sha256"]},
+            tags={
+                "airflow.dag_id": dag_id,
+                "airflow.run_id": run_id,
+                "model.sha256": trained["sha256"],
+                "git.commit": code_version(REPO_ROOT),
+                "python": trained["python"],
+                **{f"version.{k}": v for k, v in package_versions("torch", "numpy", "mlflow", "apache-airflow").items()},
+            },
             pip_requirements=pinned_requirements("torch", "numpy"),
         )
         print(f"MLflow run {registered.run_id}, model {registered.model_name} version {registered.version}")
