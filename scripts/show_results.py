@@ -36,11 +36,12 @@ def main() -> None:
         print(f"                     {art['download_uri']}")
         print(f"SBOM                 {sbom['path']}  ({sbom['components']} components, {sbom['serial_number']})")
         print(f"                     Artifactory {sbom['artifactory_path']}")
-        print(f"Xray verdict         scan {xray['scan_id']}: {xray['vulnerabilities']} vulnerabilities, "
-              f"{xray['violations']} violations -> {'PASS' if _passed(decision, 'xray') else 'BLOCK'}")
+        print(f"Xray verdict         scan {xray['scan_id']}: {xray['counts']} "
+              f"(threshold {xray['severity_threshold']}) -> {'PASS' if xray['passed'] else 'BLOCK'}")
         print(f"Promotion            {'champion' if decision['promote'] else 'blocked: ' + '; '.join(decision['reasons'])}")
     else:
-        print(f"no release manifest at {release_file}: the run stopped before promote_model (see the task logs)")
+        print("Blocked or failed    no release manifest: promote_model did not run (a gate failed; see the log of")
+        print("                     the failed task above, e.g. scan_model names the CVE, component and threshold)")
 
     drift_file = settings.run_dir("mnist_drift", args.drift_run) / "drift.json"
     print("\n=== mnist_drift", args.drift_run)
@@ -72,10 +73,6 @@ def print_task_durations(dag_id: str, run_id: str) -> None:
         else:
             cells.append(f"{task['task_id']} {task['state']}")
     print("Tasks                " + ", ".join(cells))
-
-
-def _passed(decision: dict, gate: str) -> bool:
-    return any(g["name"] == gate and g["passed"] for g in decision["gates"])
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ DEFAULT_REPOS = ("ml-models-local", "ml-models-release")
 ARTIFACTORY_VERSION = "7.104.0-local"
 XRAY_VERSION = "3.120.0-local"
 CHUNK = 1024 * 1024
-_FAULT_KEYS = {"status", "retry_after", "delay", "reset", "truncate", "wrong_checksum", "body"}
+# status (+retry_after, body): answer that error; delay: sleep first (slow answer); reset: RST after the body;
+# reset_after_bytes: RST after reading that many body bytes (a reset during the upload); truncate: declare a
+# longer Content-Length than sent, then close; wrong_checksum: flip the SHA-256 the answer reports
+_FAULT_KEYS = {"status", "retry_after", "delay", "reset", "reset_after_bytes", "truncate", "wrong_checksum", "body"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (key TEXT PRIMARY KEY, config TEXT NOT NULL);
@@ -52,6 +55,9 @@ CREATE TABLE IF NOT EXISTS props (
     repo TEXT NOT NULL, path TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, ord INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS props_item ON props (repo, path);
 CREATE TABLE IF NOT EXISTS scans (id TEXT PRIMARY KEY, polls_left INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    project TEXT NOT NULL, name TEXT NOT NULL, number TEXT NOT NULL, started TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (project, name, number));
 """
 
 
@@ -332,12 +338,16 @@ class Store:
         hashes = {"sha256": hashlib.sha256(), "sha1": hashlib.sha1(), "md5": hashlib.md5()}
         fd, name = tempfile.mkstemp(dir=self.tmp)
         size = 0
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                for h in hashes.values():
-                    h.update(chunk)
-                fh.write(chunk)
-                size += len(chunk)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:  # 1 MiB reads, each hashed once per algorithm, then written
+                    for h in hashes.values():
+                        h.update(chunk)
+                    fh.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)  # a body cut short must leave no partial file behind
+            raise
         return Path(name), {k: h.hexdigest() for k, h in hashes.items()}, size
 
     def commit_blob(self, tmp: Path, sha256: str) -> None:
@@ -461,6 +471,29 @@ class Store:
                 self.db.execute("UPDATE scans SET polls_left=polls_left-1 WHERE id=?", (scan_id,))
             return row["polls_left"], json.loads(row["data"])
 
+    # builds (A13)
+    def put_build(self, project: str, info: dict[str, Any]) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?)",
+                            (project, str(info["name"]), str(info["number"]), str(info["started"]),
+                             json.dumps(info)))
+
+    def build(self, project: str, name: str, number: str) -> dict[str, Any] | None:
+        with self.lock:
+            row = self.db.execute("SELECT data FROM builds WHERE project=? AND name=? AND number=?",
+                                  (project, name, number)).fetchone()
+        return json.loads(row["data"]) if row else None
+
+    def build_runs(self, project: str, name: str) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.db.execute("SELECT number, started FROM builds WHERE project=? AND name=? ORDER BY started",
+                                   (project, name)).fetchall()
+
+    def build_names(self, project: str) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.db.execute("SELECT name, max(started) AS last FROM builds WHERE project=? GROUP BY name "
+                                   "ORDER BY name", (project,)).fetchall()
+
     def close(self) -> None:
         with self.lock:
             self.db.close()
@@ -499,6 +532,8 @@ def _walk_nodes(node: dict[str, Any], path: list[str]) -> Iterator[tuple[str, li
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "JFrogCompatLocal/1.0"
+    # headers and body go out in separate writes; with Nagle on, a client's delayed ACK adds ~40 ms per answer
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -520,6 +555,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._fault = fault
                 if fault.get("delay"):
                     time.sleep(float(fault["delay"]))
+                if "reset_after_bytes" in fault:
+                    want = int(fault["reset_after_bytes"])
+                    for chunk in self._iter_body():
+                        if self._body_len >= want:
+                            break
+                        del chunk
+                    owner._log(self.command, raw_path, self._body_len)
+                    self._logged = True
+                    self._reset()
+                    return
                 if fault.get("reset"):
                     self._drain_body()
                     owner._log(self.command, raw_path, self._body_len)
@@ -666,6 +711,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         p, m = self.raw_path, self.command
+        if p == "/_compat/stats" and m == "GET":
+            # not a JFrog API: counters for benchmarks that run this server in another process
+            self._require_user()
+            return self._json(200, self.server.owner.stats())
         if p.startswith("/xray/"):
             return self._xray(p[len("/xray") :], m)
         if not p.startswith("/artifactory/"):
@@ -687,6 +736,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._storage(sub[len("/api/storage/") :], m)
         if sub == "/api/search/aql" and m == "POST":
             return self._aql()
+        if sub == "/api/build" or sub.startswith("/api/build/"):
+            return self._builds(sub[len("/api/build") :], m)
         for op in ("copy", "move"):
             if sub.startswith(f"/api/{op}/") and m == "POST":
                 return self._copy_move(op, sub[len(f"/api/{op}/") :])
@@ -1071,7 +1122,144 @@ class _Handler(BaseHTTPRequestHandler):
             store.delete_path(src_repo, src_path)
         self._json(200, {"messages": messages})
 
-    # -- Xray (X1, X2, X7) --------------------------------------------------------------------------
+    # -- build-info (A13) and promotion (A14) ------------------------------------------------------
+    def _builds(self, rest: str, method: str) -> None:
+        # contract §0: name and number are path-escaped, so split the raw path before unquoting ('/' = %2F)
+        parts = [unquote(p) for p in rest.strip("/").split("/")] if rest.strip("/") else []
+        project = self._query().get("project", [""])[0]
+        if not parts and method == "PUT":
+            return self._build_put(project)
+        if not parts and method == "GET":
+            names = self.server.owner.store.build_names(project)
+            return self._json(200, {"uri": f"{self._base()}/api/build", "builds": [
+                {"uri": "/" + quote(r["name"], safe=""), "lastStarted": r["last"]} for r in names]})
+        if len(parts) == 3 and parts[0] == "promote" and method == "POST":
+            return self._build_promote(parts[1], parts[2], project)
+        if len(parts) == 2 and method == "GET":
+            info = self.server.owner.store.build(project, parts[0], parts[1])
+            if info is None:
+                raise ApiError(404, f"No build was found for build name: {parts[0]}, build number: {parts[1]}")
+            uri = f"{self._base()}/api/build/{quote(parts[0], safe='')}/{quote(parts[1], safe='')}"
+            return self._json(200, {"uri": uri, "buildInfo": info})
+        if len(parts) == 1 and method == "GET":
+            runs = self.server.owner.store.build_runs(project, parts[0])
+            if not runs:
+                raise ApiError(404, f"No build was found for build name: {parts[0]}")
+            return self._json(200, {"uri": f"{self._base()}/api/build/{quote(parts[0], safe='')}",
+                                    "buildsNumbers": [{"uri": "/" + quote(r["number"], safe=""),
+                                                       "started": r["started"]} for r in runs]})
+        raise ApiError(404 if method in ("GET", "POST") else 405, "Not Found")
+
+    def _json_body(self) -> Any:
+        body = self._read_body()
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, f"Failed to parse JSON body: {exc}") from exc
+
+    def _build_put(self, project: str) -> None:
+        # contract A13: accept any JSON content type (client-go sends the vnd.org.jfrog type)
+        ctype = self.headers.get("Content-Type", "")
+        if ctype and "json" not in ctype.lower():
+            raise ApiError(415, f"Unsupported media type: {ctype}")
+        raw = self._read_body()
+        try:
+            info = json.loads(raw)
+        except ValueError as exc:
+            raise ApiError(400, f"Failed to parse build-info JSON: {exc}") from exc
+        if not isinstance(info, dict):
+            raise ApiError(400, "build-info must be a JSON object")
+        for key in ("name", "number", "started"):  # contract A13: `version` is not required
+            if not isinstance(info.get(key), str | int) or not str(info[key]):
+                raise ApiError(400, f"Build-info is missing the required field '{key}'")
+        if not isinstance(info.get("modules", []), list):
+            raise ApiError(400, "Build-info 'modules' must be a list")
+        old = self.server.owner.store.build(project, str(info["name"]), str(info["number"]))
+        if old and old.get("statuses") and "statuses" not in info:
+            info["statuses"] = old["statuses"]  # a re-publish keeps earlier promotion records
+        self.server.owner.store.put_build(project, info)
+        sha256 = hashlib.sha256(raw).hexdigest()
+        if self._fault.get("wrong_checksum"):
+            sha256 = _flip(sha256)
+        # contract A13: client-go reads X-Checksum-Sha256 from the answer; 204 is one of the accepted codes
+        self._send(204, headers={"X-Checksum-Sha256": sha256})
+
+    def _build_promote(self, name: str, number: str, project: str) -> None:
+        store = self.server.owner.store
+        req = self._json_body()
+        if not isinstance(req, dict):
+            raise ApiError(400, "Promotion request must be a JSON object")
+        info = store.build(project, name, number)
+        if info is None:
+            raise ApiError(404, f"Cannot find build '{name}' number '{number}'")
+        target_repo = req.get("targetRepo")
+        source_repo = req.get("sourceRepo")
+        dry = bool(req.get("dryRun", False))
+        copy = bool(req.get("copy", False))  # contract A14: default false = move
+        props = req.get("properties") or {}
+        if not isinstance(props, dict) or not all(isinstance(v, list) for v in props.values()):
+            raise ApiError(400, "'properties' must map keys to lists of values")
+        if target_repo and not store.repo(str(target_repo)):
+            raise ApiError(400, f"Cannot find target repository '{target_repo}'")
+        if source_repo and not store.repo(str(source_repo)):
+            raise ApiError(400, f"Cannot find source repository '{source_repo}'")
+        # contract A13 linking rule: items carrying build.name/build.number, or matching module checksums
+        wanted: set[str] = set()
+        for module in info.get("modules") or []:
+            kinds = ["artifacts"] if req.get("artifacts", True) else []
+            if req.get("dependencies"):
+                kinds.append("dependencies")
+            for kind in kinds:
+                for art in module.get(kind) or []:
+                    wanted.update(str(art[k]).lower() for k in ("sha1", "sha256") if art.get(k))
+        sources: list[sqlite3.Row] = []
+        for row in store.all_items():
+            if source_repo and row["repo"] != source_repo:
+                continue
+            if target_repo and row["repo"] == target_repo and not source_repo:
+                continue  # already promoted copies are not sources
+            p = store.props(row["repo"], row["path"])
+            linked = name in p.get("build.name", []) and number in p.get("build.number", [])
+            if linked or row["sha1"] in wanted or row["sha256"] in wanted:
+                sources.append(row)
+        messages: list[dict[str, str]] = []
+        plan: list[tuple[sqlite3.Row, str]] = []
+        for row in sources:
+            if not target_repo:
+                break
+            existing = store.item(target_repo, row["path"])
+            if existing is not None and existing["sha256"] != row["sha256"]:
+                # contract A14: 409 when the target exists (with other content) and nothing is overwritten
+                raise ApiError(409, f"Target '{target_repo}:{row['path']}' already exists with different content")
+            if existing is not None and row["repo"] == target_repo:
+                continue
+            plan.append((row, row["path"]))
+        if target_repo and not sources:
+            messages.append({"level": "WARNING", "message": f"No artifacts found for build '{name}' #{number}"})
+        verb = "copying" if copy else "moving"
+        for row, path in plan:
+            messages.append({"level": "INFO", "message": f"{'[dry run] ' if dry else ''}{verb} "
+                                                         f"{row['repo']}:{row['path']} to {target_repo}:{path}"})
+            if dry:
+                continue
+            sums = {"sha256": row["sha256"], "sha1": row["sha1"], "md5": row["md5"]}
+            if store.item(target_repo, path) is None:
+                store.put_item(target_repo, path, sums, row["size"], json.loads(row["orig"]), self.user, None)
+                store.copy_props(row["repo"], row["path"], target_repo, path)
+            if props:
+                store.set_props(target_repo, [path], {str(k): [str(x) for x in v] for k, v in props.items()})
+            if not copy:
+                store.delete_path(row["repo"], row["path"])
+        if not dry:
+            statuses = list(info.get("statuses") or [])
+            statuses.append({"status": str(req.get("status", "")), "comment": str(req.get("comment", "")),
+                             "repository": target_repo or "", "timestamp": req.get("timestamp") or _now(),
+                             "user": self.user, "ciUser": req.get("ciUser") or self.user})
+            info["statuses"] = statuses
+            store.put_build(project, info)
+        self._json(200, {"messages": messages})
+
+    # -- Xray (X1, X2, X5, X7) --------------------------------------------------------------------------
     def _xray(self, sub: str, method: str) -> None:
         self.user = self._require_user()  # contract X1: even ping requires a valid user
         if sub == "/api/v1/system/ping" and method == "GET":
@@ -1080,10 +1268,45 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"xray_version": XRAY_VERSION, "xray_revision": "local"})
         if sub == "/api/v1/scan/graph" and method == "POST":
             return self._scan_graph_post()
+        m_sum = re.fullmatch(r"/api/(v1|v2)/summary/artifact", sub)
+        if m_sum and method == "POST":
+            return self._summary_artifact(m_sum.group(1))
         m = re.fullmatch(r"/api/v1/scan/graph/([^/]+)", sub)
         if m and method == "GET":
             return self._scan_graph_get(unquote(m.group(1)))
         raise ApiError(404, "Not Found")
+
+    def _summary_artifact(self, version: str) -> None:
+        owner = self.server.owner
+        store = owner.store
+        req = self._json_body()
+        if not isinstance(req, dict) or not (req.get("paths") or req.get("checksums")):
+            raise ApiError(400, "request must contain 'paths' or 'checksums'")
+        findings = owner.load_vulnerabilities()
+        artifacts: list[dict[str, Any]] = []
+        errors: list[dict[str, str]] = []
+        # contract X5: if both are given, checksums are ignored
+        if req.get("paths"):
+            for ident in req["paths"]:
+                aid, _, rest = str(ident).partition("/")
+                repo, _, path = rest.partition("/")
+                row = store.item(repo, path) if aid == "default" and path else None
+                if row is None:
+                    errors.append({"identifier": str(ident),
+                                   "error": "Artifact doesn't exist or not indexed/cached in Xray"})
+                else:
+                    artifacts.append(_summary_artifact(row, findings, version == "v2"))
+        else:
+            for ident in req["checksums"]:
+                value = str(ident).strip().lower()
+                kind = checksum_kind(value)
+                row = store.find_by_checksum(kind, value) if kind in ("sha1", "sha256") else None
+                if row is None:
+                    errors.append({"identifier": str(ident),
+                                   "error": "Artifact doesn't exist or not indexed/cached in Xray"})
+                else:
+                    artifacts.append(_summary_artifact(row, findings, version == "v2"))
+        self._json(200, {"artifacts": artifacts, "errors": errors})
 
     def _scan_graph_post(self) -> None:
         owner = self.server.owner
@@ -1130,6 +1353,43 @@ class _Handler(BaseHTTPRequestHandler):
         want_licenses = q.get("include_licenses", ["false"])[0].lower() == "true"
         self._json(200, build_scan_result(scan_id, data, want_vulns, want_licenses,
                                           f"http://{self.headers.get('Host') or owner.netloc}"))
+
+
+def _cvss(score: Any, vector: Any) -> str:
+    # contract X5: summary CVSS fields are combined "<score>/<vector>" strings
+    score, vector = str(score or ""), str(vector or "")
+    return f"{score}/{vector}" if score and vector else score
+
+
+def _summary_artifact(row: sqlite3.Row, findings: list[dict[str, Any]], v2: bool) -> dict[str, Any]:
+    """One X5 `artifacts[]` entry for a stored item, with the planted findings that apply to it."""
+    repo, path = row["repo"], row["path"]
+    name = path.rsplit("/", 1)[-1]
+    component_id = f"generic://sha256:{row['sha256']}/{name}"  # contract X3/X10 generic id
+    issues = []
+    for idx, rec in enumerate(findings):
+        ckind, cname, _ = split_component_id(str(rec.get("component", "")))
+        applies = (rec.get("sha256") == row["sha256"] or rec.get("path") == f"{repo}/{path}"
+                   or (ckind == "generic" and cname == name.lower()))
+        if not applies:
+            continue
+        issue: dict[str, Any] = {
+            "issue_id": rec.get("issue_id", f"XRAY-LOCAL-{idx}"), "summary": rec.get("summary", ""),
+            "description": rec.get("description", rec.get("summary", "")),
+            "issue_type": rec.get("issue_type", "security"), "severity": rec.get("severity", "Unknown"),
+            "provider": "JFrog", "created": _now(),
+            "cves": [{"cve": c.get("cve", ""), "cvss_v2": _cvss(c.get("cvss_v2_score"), c.get("cvss_v2_vector")),
+                      "cvss_v3": _cvss(c.get("cvss_v3_score"), c.get("cvss_v3_vector")), "cwe": c.get("cwe", [])}
+                     for c in rec.get("cves", [])],
+            "impact_path": [f"default/{repo}/{path}"], "component_physical_paths": [path],
+        }
+        if v2:  # contract X5: v2 adds per-issue component details
+            issue["components"] = [{"component_id": component_id, "version": "", "pkg_type": "generic",
+                                    "fixed_versions": list(rec.get("fixed_versions", []))}]
+        issues.append(issue)
+    return {"general": {"component_id": component_id, "name": name, "path": f"default/{repo}/{path}",
+                        "pkg_type": "Generic", "sha256": row["sha256"], "sha1": row["sha1"]},
+            "issues": issues, "licenses": []}
 
 
 def _flip(hexdigest: str) -> str:
@@ -1208,6 +1468,8 @@ class _HTTPServer(ThreadingHTTPServer):
     owner: JFrogCompatServer
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        with self.owner._lock:
+            self.owner.connections_accepted += 1
         self.owner._conns.add(request)
         super().process_request(request, client_address)
 
@@ -1231,6 +1493,7 @@ class JFrogCompatServer:
         self._faults: list[tuple[re.Pattern[str], str | None, collections.deque[dict[str, Any]]]] = []
         self._lock = threading.Lock()
         self._conns: set[Any] = set()
+        self.connections_accepted = 0
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.store: Store | None = None  # type: ignore[assignment]
@@ -1315,6 +1578,18 @@ class JFrogCompatServer:
     def _log(self, method: str, path: str, body_bytes: int) -> None:
         with self._lock:
             self.request_log.append((method, path, body_bytes))
+
+    def stats(self) -> dict[str, int]:
+        """Accepted TCP connections, logged requests and request-body bytes so far."""
+        with self._lock:
+            return {"connections_accepted": self.connections_accepted, "requests": len(self.request_log),
+                    "body_bytes_received": sum(e[2] for e in self.request_log)}
+
+    @property
+    def body_bytes_received(self) -> int:
+        """Request-body bytes read across all logged requests."""
+        with self._lock:
+            return sum(e[2] for e in self.request_log)
 
     def requests_matching(self, method: str | None = None, path_regex: str = "") -> list[tuple[str, str, int]]:
         """Request-log entries filtered by method and a path regex."""

@@ -42,5 +42,9 @@ class XrayScanTimeoutError(JFrogApiError):
     """A graph scan did not finish in time; treated as a failure (fail closed)."""
 
 
+class XraySummaryError(JFrogApiError):
+    """Xray answered a summary request but listed some identifiers in `errors` (contract X5)."""
+
+
 class MalformedScanResultError(JFrogApiError):
     """An Xray result could not be parsed; treated as a failure (fail closed)."""

@@ -229,3 +229,21 @@ def test_unreachable_server_raises_jfrog_error(monkeypatch):
     with pytest.raises(JFrogApiError) as err:
         fast_hook(max_retries=1)._request("GET", "/api/system/version")
     assert err.value.status is None
+
+
+def test_refused_connect_is_retried_even_for_a_post(monkeypatch):
+    with JFrogCompatServer(__import__("tempfile").mkdtemp()) as server:
+        url = server.url  # stopped on exit: connections to this port are refused
+    set_conn(monkeypatch, host=url, password="tok12345")
+    hook = fast_hook(max_retries=3)
+    sleeps: list[float] = []
+    hook._sleep = sleeps.append
+    with pytest.raises(JFrogApiError) as err:
+        hook._request("POST", "/api/move/r/a?to=/r/b")  # never sent, so resending cannot move twice
+    assert err.value.status is None and len(sleeps) == 3
+
+
+def test_backoff_has_jitter_and_is_capped(jfrog_conn):
+    hook = JFrogHook(backoff_base=1.0, backoff_max=8.0)
+    waits = [hook._backoff(attempt) for attempt in range(8) for _ in range(20)]
+    assert max(waits) <= 8.0 and min(waits) >= 0.5 and len(set(waits)) > 100

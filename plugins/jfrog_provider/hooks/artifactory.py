@@ -1,10 +1,13 @@
-"""ArtifactoryHook: one method per Artifactory REST operation (contract A1–A12)."""
+"""ArtifactoryHook: one method per Artifactory REST operation (contract A1–A14)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +70,76 @@ def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
     return FileChecksums(sha256.hexdigest(), sha1.hexdigest(), md5.hexdigest(), size)
 
 
+def _sha256_file(local_path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(local_path, "rb", buffering=0) as fh:
+        buf = bytearray(_READ_CHUNK)
+        view = memoryview(buf)
+        while n := fh.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+class _HashingReader:
+    """File body for requests that hashes what it hands out; `__len__` makes requests send Content-Length."""
+
+    def __init__(self, local_path: str | os.PathLike[str], size: int, algorithms: Sequence[str]) -> None:
+        self._fh = open(local_path, "rb", buffering=0)  # noqa: SIM115 - closed by _request after each attempt
+        self._size = size
+        self._names = list(algorithms)
+        self._hashes = [hashlib.new(name) for name in algorithms]
+        self.sent = 0
+        # hashlib drops the GIL on large buffers: a worker hashes block k while the socket sends it, so
+        # SHA-1 and MD5 add little wall time to the upload when a second core is free (perf goal U1)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._worker: threading.Thread | None = None
+        if self._hashes:
+            self._worker = threading.Thread(target=self._hash_loop, name="deploy-hash", daemon=True)
+            self._worker.start()
+
+    def _hash_loop(self) -> None:
+        while (block := self._queue.get()) is not None:
+            for h in self._hashes:
+                h.update(block)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        """Next block (the session's adapter asks for 1 MiB), hashed on the way out."""
+        # never more than the announced Content-Length, even if the file grew meanwhile
+        left = self._size - self.sent
+        data = self._fh.read(left if n is None or n < 0 else min(n, left)) if left > 0 else b""
+        if data and self._worker is not None:
+            self._queue.put(data)  # bytes are immutable: sharing the block with the worker is safe
+        self.sent += len(data)
+        return data
+
+    def hexdigests(self) -> dict[str, str]:
+        """Digests of the bytes read so far (waits for the worker)."""
+        self._stop()
+        return {name: h.hexdigest() for name, h in zip(self._names, self._hashes, strict=True)}
+
+    def _stop(self) -> None:
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+
+    def close(self) -> None:
+        """Close the file and let the worker finish."""
+        self._fh.close()
+        self._stop()
+
+
+def quote_build_segment(value: str | int) -> str:
+    """Path-escape a build name/number: '/' → %2F, ';' → %3B (contract §0, buildUrlWithEscapingSlash)."""
+    text = str(value)
+    if not text:
+        raise ValueError("build name and number must not be empty")
+    return quote(text, safe="")
+
+
 def quote_repo_path(repo: str, path: str) -> str:
     """`/{repo}/{path}` path-escaped; a literal ';' becomes %3B so it cannot start a matrix param (§0)."""
     if not repo or "/" in repo:
@@ -123,41 +196,62 @@ class ArtifactoryHook(JFrogHook):
                         properties: Mapping[str, PropertyValues] | None = None, *,
                         checksum_deploy_min_size: int = CHECKSUM_DEPLOY_MIN_SIZE) -> DeployResult:
         """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT with checksum headers."""
-        sums = file_checksums(local_path)
         url_path = quote_repo_path(repo, target_path) + matrix_params(properties)
-        headers = {"X-Checksum-Sha256": sums.sha256, "X-Checksum-Sha1": sums.sha1, "X-Checksum-Md5": sums.md5}
-        body: dict[str, Any] | None = None
-        deployed_by_checksum = False
-        if sums.size >= checksum_deploy_min_size:
-            try:
-                resp = self._request("PUT", url_path, headers={**headers, "X-Checksum-Deploy": "true"},
-                                     data=b"")
-                body, deployed_by_checksum = self._json(resp, url_path), True
-            except JFrogApiError as exc:
-                if exc.status != 404:  # contract A4: unknown checksum → 404, then upload the bytes
-                    raise
-        if body is None:
+        size = os.path.getsize(local_path)
+        if size < checksum_deploy_min_size:
+            # contract A5: no checksum-deploy try; all three sums up front so the server verifies each (A3)
+            sums = file_checksums(local_path)
+            headers = {"X-Checksum-Sha256": sums.sha256, "X-Checksum-Sha1": sums.sha1, "X-Checksum-Md5": sums.md5}
             if sums.size == 0:  # requests would switch an empty file object to chunked encoding
                 resp = self._request("PUT", url_path, headers=headers, data=b"")
             else:
-                resp = self._request(
-                    "PUT", url_path, headers=headers,
-                    data_opener=lambda: open(local_path, "rb"),  # noqa: SIM115 - closed by _request per attempt
-                )
-            body = self._json(resp, url_path)
-        checksums = body.get("checksums") if isinstance(body, dict) else None
-        server_sha256 = checksums.get("sha256") if isinstance(checksums, dict) else None
-        if server_sha256 != sums.sha256:
-            # contract A3: client-go reads checksums.sha256 from the ItemCreated body; it must be ours
-            raise ChecksumMismatchError(
-                None, f"server stored sha256 {server_sha256!r} for {repo}/{target_path}, expected {sums.sha256}",
-                method="PUT", url_path=url_path)
+                resp = self._request("PUT", url_path, headers=headers,
+                                     data_opener=lambda: open(local_path, "rb"))  # noqa: SIM115 - closed per attempt
+            return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=False)
+        # Contract A4 needs a checksum before any byte is sent: SHA-256 alone is enough (frogml sends only it)
+        # and is the strongest. SHA-1 and MD5 are then computed while the same bytes stream out (A5 step 4),
+        # in the read pass that uploads them rather than in an extra pass before it (perf goal U1).
+        sha256 = _sha256_file(local_path)
+        try:
+            resp = self._request("PUT", url_path, data=b"",
+                                 headers={"X-Checksum-Sha256": sha256, "X-Checksum-Deploy": "true"})
+        except JFrogApiError as exc:
+            if exc.status != 404:  # contract A4: unknown checksum → 404, then upload the bytes
+                raise
+        else:
+            # same SHA-256 means same bytes: SHA-1/MD5 are the stored content's (sha256 re-checked below)
+            stored = self._json(resp, url_path).get("checksums") or {}
+            sums = FileChecksums(sha256, str(stored.get("sha1") or ""), str(stored.get("md5") or ""), size)
+            return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=True)
+        readers: list[_HashingReader] = []
+
+        def opener() -> _HashingReader:
+            readers.append(_HashingReader(local_path, size, ("sha1", "md5")))  # fresh digests per attempt
+            return readers[-1]
+
+        # the server checks X-Checksum-Sha256 against the bytes it received and refuses a mismatch (409, A3)
+        resp = self._request("PUT", url_path, headers={"X-Checksum-Sha256": sha256}, data_opener=opener)
+        streamed = readers[-1].hexdigests()
+        sums = FileChecksums(sha256, streamed["sha1"], streamed["md5"], readers[-1].sent)
+        return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=False)
+
+    def _deploy_result(self, resp: requests.Response, url_path: str, repo: str, target_path: str,
+                       sums: FileChecksums, *, checksum_deployed: bool) -> DeployResult:
+        body = self._json(resp, url_path)
+        checksums = body.get("checksums") if isinstance(body.get("checksums"), dict) else {}
+        # contract A3: client-go reads checksums from the ItemCreated body; every sum we hold must match it
+        for kind in ("sha256", "sha1", "md5"):
+            ours = getattr(sums, kind)
+            if checksums.get(kind) != ours or not ours:
+                raise ChecksumMismatchError(
+                    None, f"server stored {kind} {checksums.get(kind)!r} for {repo}/{target_path}, "
+                          f"expected {ours!r}", method="PUT", url_path=url_path)
         path = str(body.get("path") or target_path).lstrip("/")
         return DeployResult(
             repo=str(body.get("repo") or repo), path=path, sha256=sums.sha256, sha1=sums.sha1, md5=sums.md5,
             size=sums.size, uri=str(body.get("uri") or ""),
             download_uri=str(body.get("downloadUri") or self.artifact_url(repo, path)),
-            checksum_deployed=deployed_by_checksum,
+            checksum_deployed=checksum_deployed,
         )
 
     def download_artifact(self, repo: str, path: str, local_path: str | os.PathLike[str]) -> str:
@@ -251,7 +345,9 @@ class ArtifactoryHook(JFrogHook):
     def _copy_or_move(self, op: str, src_repo: str, src_path: str, dst_repo: str, dst_path: str, dry_run: bool,
                       idempotent: bool) -> dict[str, Any]:
         url_path = f"/api/{op}{quote_repo_path(src_repo, src_path)}"
-        target = quote_repo_path(dst_repo, dst_path)
+        quote_repo_path(dst_repo, dst_path)  # validates the repo key
+        # requests form-encodes the query value itself; pre-quoting it would double-encode ';' and spaces (A11)
+        target = f"/{dst_repo}/{dst_path.strip('/')}"
         resp = self._request("POST", url_path, params={"to": target, "dry": int(dry_run)}, idempotent=idempotent)
         body = self._json(resp, url_path)
         errors = [m for m in body.get("messages", []) if isinstance(m, dict) and m.get("level") == "ERROR"]
@@ -264,6 +360,107 @@ class ArtifactoryHook(JFrogHook):
         if not path.strip("/"):
             raise ValueError("refusing to delete a repository root")
         self._request("DELETE", quote_repo_path(repo, path))
+
+    # -- build-info (A13, A14) -----------------------------------------------------------------------
+    def publish_build_info(self, build_info: Mapping[str, Any], project: str | None = None) -> str | None:
+        """Publish build-info JSON (contract A13); return the server's X-Checksum-Sha256 header, if any."""
+        for key in ("name", "number", "started"):
+            if not build_info.get(key):
+                raise ValueError(f"build_info needs {key!r} (contract A13 required fields)")
+        # PUT of the same build-info replaces it with itself: safe to retry
+        resp = self._request("PUT", "/api/build", params={"project": project} if project else None,
+                             data=json.dumps(build_info).encode("utf-8"),
+                             headers={"Content-Type": "application/vnd.org.jfrog.artifactory+json"})
+        return resp.headers.get("X-Checksum-Sha256")
+
+    def get_build_info(self, name: str, number: str | int, project: str | None = None) -> dict[str, Any] | None:
+        """The published build-info (the `buildInfo` object), or None if there is no such build (A13)."""
+        url_path = f"/api/build/{quote_build_segment(name)}/{quote_build_segment(number)}"
+        try:
+            resp = self._request("GET", url_path, params={"project": project} if project else None)
+        except JFrogApiError as exc:
+            if exc.status == 404:  # client-go treats a missing build as "not found", not an error
+                return None
+            raise
+        info = self._json(resp, url_path).get("buildInfo")
+        if not isinstance(info, dict):
+            raise JFrogApiError(resp.status_code, "build answer has no buildInfo object", method="GET",
+                                url_path=url_path)
+        return info
+
+    def get_build_runs(self, name: str, project: str | None = None) -> list[str]:
+        """Published numbers of a build, [] if the build has none (contract A13 `buildsNumbers`)."""
+        url_path = f"/api/build/{quote_build_segment(name)}"
+        try:
+            resp = self._request("GET", url_path, params={"project": project} if project else None)
+        except JFrogApiError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        runs = self._json(resp, url_path).get("buildsNumbers") or []
+        return [str(r.get("uri", "")).lstrip("/") for r in runs if isinstance(r, dict)]
+
+    def promote_build(self, name: str, number: str | int, *, status: str, target_repo: str,
+                      source_repo: str | None = None, copy: bool = True, dependencies: bool = False,
+                      properties: Mapping[str, PropertyValues] | None = None, comment: str | None = None,
+                      dry_run: bool = False, project: str | None = None) -> dict[str, Any]:
+        """Promote a build's artifacts to target_repo (contract A14); returns the `messages` body."""
+        url_path = f"/api/build/promote/{quote_build_segment(name)}/{quote_build_segment(number)}"
+        body: dict[str, Any] = {"status": status, "targetRepo": target_repo, "copy": copy, "artifacts": True,
+                                "dependencies": dependencies, "dryRun": dry_run, "failFast": True}
+        if source_repo:
+            body["sourceRepo"] = source_repo
+        if comment:
+            body["comment"] = comment
+        if properties:
+            # contract A14: properties is a map str → list[str]
+            body["properties"] = {_check_key(k): _values(v) for k, v in properties.items()}
+        # a copy re-run yields the same state (the server skips identical targets); a move is not re-runnable
+        resp = self._request("POST", url_path, params={"project": project} if project else None, json=body,
+                             headers={"Content-Type": "application/vnd.org.jfrog.artifactory.build.PromotionRequest+json"},
+                             idempotent=copy or dry_run)
+        result = self._json(resp, url_path)
+        errors = [m for m in result.get("messages", []) if isinstance(m, dict) and m.get("level") == "ERROR"]
+        if errors:
+            raise JFrogApiError(resp.status_code, str(errors[0].get("message")), method="POST", url_path=url_path)
+        return result
+
+    # -- search helpers (A10) ------------------------------------------------------------------------
+    def find_latest_artifact(self, repo: str, properties: Mapping[str, str], *, name: str | None = None,
+                             path_match: str | None = None) -> dict[str, Any] | None:
+        """Newest file (by `created`) in repo carrying all `properties`, with its properties; None if none (A10)."""
+        criteria: dict[str, Any] = {"repo": repo, "type": "file"}
+        if name:
+            criteria["name"] = name
+        if path_match:
+            criteria["path"] = {"$match": path_match}
+        for key, value in properties.items():
+            criteria[f"@{_check_key(key)}"] = str(value)
+        # contract A10 recipe: property criteria in find() are sort-safe, properties in include() are not,
+        # so sort/limit here and read the properties with a second call
+        query = (f"items.find({json.dumps(criteria)})"
+                 '.include("repo","path","name","created","size","sha256")'
+                 '.sort({"$desc":["created"]}).limit(1)')
+        rows = self.search_aql(query)
+        if not rows:
+            return None
+        row = dict(rows[0])
+        folder = "" if row.get("path") in (None, ".") else str(row["path"])
+        full = f"{folder}/{row['name']}" if folder else str(row["name"])
+        row["full_path"] = full
+        row["properties"] = self.get_item_properties(str(row["repo"]), full)
+        return row
+
+    def promote_artifact(self, src_repo: str, src_path: str, dst_repo: str, dst_path: str | None = None, *,
+                         move: bool = False, properties: Mapping[str, PropertyValues] | None = None,
+                         dry_run: bool = False) -> dict[str, Any]:
+        """Copy (or move) one item from a staging to a release repo, then set properties on it (A11, A9)."""
+        target = dst_path if dst_path is not None else src_path
+        op = self.move_item if move else self.copy_item
+        result = op(src_repo, src_path, dst_repo, target, dry_run=dry_run)
+        if properties and not dry_run:
+            self.set_item_properties(dst_repo, target, properties, recursive=True)
+        return result
 
     def create_local_repository(self, key: str, *, package_type: str = "generic", xray_index: bool = True,
                                 description: str = "") -> None:

@@ -1,4 +1,4 @@
-"""XrayHook: graph scans of a dependency list (contract X1, X2, X7, X9, X10)."""
+"""XrayHook: graph scans of a dependency list and artifact summaries (contract X1, X2, X5, X7, X9, X10)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
-from jfrog_provider.exceptions import MalformedScanResultError, XrayScanError, XrayScanTimeoutError
+from jfrog_provider.exceptions import (
+    MalformedScanResultError,
+    XrayScanError,
+    XrayScanTimeoutError,
+    XraySummaryError,
+)
 from jfrog_provider.hooks.base import JFrogHook
-from jfrog_provider.xray_results import GraphScanResult
+from jfrog_provider.xray_results import GraphScanResult, Violation
 
 # contract X9 recipe (cli-security techutils CdxPackageTypeToXrayPackageType): purl type → Xray type
 _PURL_TO_XRAY_TYPE = {"maven": "gav", "golang": "go", "gem": "rubygems", "apk": "alpine", "cargo": "cargo"}
@@ -99,6 +104,54 @@ class XrayHook(JFrogHook):
             if remaining <= 0:
                 raise XrayScanTimeoutError(None, f"graph scan {scan_id} not done after {timeout:.0f}s")
             self._sleep(min(poll_interval, remaining))
+
+    def get_artifact_summary(self, paths: Sequence[str] | None = None, checksums: Sequence[str] | None = None, *,
+                             artifactory_id: str | None = "default") -> dict[str, Any]:
+        """Artifact summary via the v2 path (contract X5); `paths` are `<repo>/<path>`; raise on any `errors`."""
+        if isinstance(paths, str) or isinstance(checksums, str):
+            raise ValueError("paths and checksums must be sequences, not one string")
+        if not paths and not checksums:
+            raise ValueError("give paths or checksums (contract X5)")
+        body: dict[str, list[str]] = {}
+        if paths:
+            # contract X5: paths carry the Artifactory id prefix (`default` on Xray 3.x)
+            prefix = f"{artifactory_id.strip('/')}/" if artifactory_id else ""
+            body["paths"] = [prefix + p.strip("/") for p in paths]
+        if checksums:
+            body["checksums"] = [c.strip().lower() for c in checksums]
+        # a summary only reads: safe to resend (contract §1.3 "documented-idempotent")
+        url_path = "/api/v2/summary/artifact"
+        resp = self._request("POST", url_path, service="xray", json=body, idempotent=True)
+        try:
+            answer = resp.json()
+        except ValueError as exc:
+            raise MalformedScanResultError(resp.status_code, "artifact summary is not JSON", method="POST",
+                                           url_path=url_path) from exc
+        if not isinstance(answer, dict) or not isinstance(answer.get("artifacts", []), list):
+            raise MalformedScanResultError(resp.status_code, "artifact summary has no artifacts list",
+                                           method="POST", url_path=url_path)
+        errors = answer.get("errors") or []
+        if errors:
+            # contract X5: unknown ids come back in `errors` with 200; client-go raises, so do we
+            detail = "; ".join(f"{e.get('identifier')}: {e.get('error')}" if isinstance(e, dict) else str(e)
+                               for e in errors)
+            raise XraySummaryError(resp.status_code, f"Xray summary errors: {detail}", method="POST",
+                                   url_path=url_path)
+        return answer
+
+    def get_violations(self, component_ids: Sequence[str], *, watches: Sequence[str] | None = None,
+                       project: str | None = None, repo_path: str | None = None, poll_interval: float = 5.0,
+                       timeout: float = 600.0) -> tuple[Violation, ...]:
+        """Policy violations of a dependency list under exactly one context (graph scan, contract X7/X12)."""
+        # The contract documents no standalone violations endpoint; X7 returns violations only when a context
+        # (project, repo_path or watch) is given, and X12 bases "fail the build" on them, so a violation query
+        # is a context-scoped graph scan.
+        if sum(bool(x) for x in (watches, project, repo_path)) != 1:
+            raise ValueError("get_violations needs exactly one context: watches, project or repo_path (X7)")
+        scan_id = self.scan_graph(component_ids, watches=watches, project=project, repo_path=repo_path)
+        result = self.wait_for_graph_scan(scan_id, poll_interval=poll_interval, timeout=timeout,
+                                          include_vulnerabilities=False, include_licenses=False)
+        return result.violations
 
     @staticmethod
     def purls_to_component_ids(purls: Iterable[str]) -> list[str]:

@@ -1,0 +1,156 @@
+"""Upload benchmark: ArtifactoryHook.deploy_artifact vs `curl -T` on the local server (perf-baselines §7 U1-U3)."""
+
+# Run from the repo root: `.venv/bin/python bench/bench_upload.py [--runs 3] [--small-runs 7]`.
+# The server runs in a subprocess so client and server do not share a GIL; both clients go through it.
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+
+REPO = "ml-models-local"
+TOKEN = "bench-token-7c1e"
+# perf-baselines §7 U1: hook wall / curl wall
+GOALS = {"200MB": 1.25, "1MB": 1.5}
+
+
+def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the contract server in its own process; return it and its URL."""
+    url_file = state / "url.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "include.jfrog_compat.server", "--state-dir", str(state / "srv"), "--port", "0",
+         "--token", TOKEN, "--url-file", str(url_file)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not url_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.05)
+    return proc, url_file.read_text().strip()
+
+
+def refresh(path: Path) -> None:
+    """Give the file fresh content (new checksums) so checksum deploy misses, as on a first upload."""
+    with open(path, "r+b") as fh:
+        fh.write(os.urandom(32))
+
+
+def stats(url: str) -> dict[str, int]:
+    """Server-side counters (connections accepted, body bytes received)."""
+    out = subprocess.run(["curl", "-sS", "-H", f"Authorization: Bearer {TOKEN}", f"{url}/_compat/stats"],
+                         check=True, capture_output=True)
+    return json.loads(out.stdout)
+
+
+def curl_upload(url: str, path: Path, target: str) -> float:
+    """One `curl -T` PUT; return curl's own time_total (excludes process start, like the in-process hook)."""
+    out = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-T", str(path),
+         "-H", f"Authorization: Bearer {TOKEN}", f"{url}/artifactory/{REPO}/{target}"],
+        check=True, capture_output=True, text=True)
+    code, seconds = out.stdout.split()
+    if code != "201":
+        raise RuntimeError(f"curl upload answered {code}")
+    return float(seconds)
+
+
+def hook_upload(hook, path: Path, target: str) -> float:
+    """One deploy_artifact call (hashing + checksum-deploy try + streamed PUT); return wall seconds."""
+    start = time.perf_counter()
+    result = hook.deploy_artifact(path, REPO, target)
+    elapsed = time.perf_counter() - start
+    if result.checksum_deployed:
+        raise RuntimeError("checksum deploy hit: the content was not fresh")
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--small-runs", type=int, default=7)
+    ap.add_argument("--big-mb", type=int, default=200)
+    args = ap.parse_args()
+    if not shutil.which("curl"):
+        print("curl not found", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="bench-upload-"))
+    proc, url = start_server(tmp)
+    try:
+        os.environ["AIRFLOW_CONN_JFROG_DEFAULT"] = json.dumps({"conn_type": "jfrog", "host": url, "password": TOKEN})
+        from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+        files = {"200MB": tmp / "big.bin", "1MB": tmp / "small.bin"}
+        if args.big_mb != 200:
+            files[f"{args.big_mb}MB"] = files.pop("200MB")
+            GOALS[f"{args.big_mb}MB"] = GOALS.pop("200MB")
+        sizes = {label: (int(label[:-2]) * 1000 * 1000) for label in files}
+        for label, path in files.items():
+            with open(path, "wb") as fh:
+                left = sizes[label]
+                while left:
+                    fh.write(os.urandom(min(left, 1 << 24)))
+                    left -= min(left, 1 << 24)
+        hook = ArtifactoryHook()
+        hook.get_version()  # open the keep-alive connection outside the timed region, like curl's DNS cache
+        rows = []
+        for label, path in files.items():
+            runs = args.runs if sizes[label] > 10_000_000 else args.small_runs
+            curl_t, hook_t = [], []
+            for i in range(runs):  # interleaved: the shared machine's load hits both clients alike
+                refresh(path)
+                curl_t.append(curl_upload(url, path, f"bench/curl/{label}/{i}.bin"))
+                refresh(path)
+                hook_t.append(hook_upload(hook, path, f"bench/hook/{label}/{i}.bin"))
+            c, h = statistics.median(curl_t), statistics.median(hook_t)
+            rows.append((label, c, h, h / c, GOALS[label], curl_t, hook_t))
+
+        # U2: re-publish the unchanged big file → one checksum-deploy PUT, 0 body bytes
+        big_label, big = next(iter(files.items()))
+        before = stats(url)
+        start = time.perf_counter()
+        again = hook.deploy_artifact(big, REPO, "bench/hook/republish.bin")
+        republish_s = time.perf_counter() - start
+        republish_bytes = stats(url)["body_bytes_received"] - before["body_bytes_received"]
+
+        # U3: 20 small files through one new hook → one accepted TCP connection
+        small_dir = tmp / "many"
+        small_dir.mkdir()
+        before = stats(url)["connections_accepted"]
+        fresh = ArtifactoryHook()
+        for i in range(20):
+            (f := small_dir / f"f{i}.json").write_bytes(os.urandom(2048))
+            fresh.deploy_artifact(f, REPO, f"bench/many/f{i}.json")
+        connections = stats(url)["connections_accepted"] - before - 1  # minus the stats call's own connection
+
+        print(f"\nUpload benchmark on 127.0.0.1 (server in a subprocess), median of runs; {os.cpu_count()} CPUs")
+        print(f"{'file':>7} | {'curl -T s':>10} | {'hook s':>8} | {'hook/curl':>9} | {'goal':>6} | ok")
+        print("-" * 60)
+        for label, c, h, ratio, goal, _ct, _ht in rows:
+            print(f"{label:>7} | {c:10.4f} | {h:8.4f} | {ratio:8.2f}x | {goal:5.2f}x | {'yes' if ratio <= goal else 'NO'}")
+        print("-" * 60)
+        for label, _, _, _, _, ct, ht in rows:
+            print(f"  {label} runs: curl {[round(x, 4) for x in ct]} hook {[round(x, 4) for x in ht]}")
+        print(f"U2 re-publish unchanged {big_label}: {republish_bytes} body bytes sent "
+              f"(goal 0), checksum_deployed={again.checksum_deployed}, {republish_s:.3f} s")
+        print(f"U3 20 small files, one hook: {connections} TCP connection(s) accepted by the server (goal 1)")
+        ok = all(r[3] <= r[4] for r in rows) and republish_bytes == 0 and connections == 1
+        return 0 if ok else 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

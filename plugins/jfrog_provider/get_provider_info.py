@@ -1,0 +1,56 @@
+"""Provider metadata for Airflow's ProvidersManager (entry point `apache_airflow_provider`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# ProvidersManager insists that package-name equals the installed distribution's name
+# (airflow/_shared/providers_discovery: "The package ... do not match"), i.e. [project].name in pyproject.toml.
+PACKAGE_NAME = "mnist-mlops-airflow"
+INTEGRATION = "JFrog"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """The provider dict, validated by Airflow against airflow/provider_info.schema.json."""
+    from jfrog_provider import __version__
+
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "JFrog",
+        "description": "JFrog Artifactory and Xray (this project's provider): deploy, promote, build-info, "
+                       "graph-scan gates.",
+        "versions": [__version__],
+        "integrations": [{"integration-name": INTEGRATION, "external-doc-url": "https://jfrog.com/help/r/jfrog-rest-apis",
+                          "tags": ["software"]}],
+        "hooks": [{"integration-name": INTEGRATION, "python-modules": [
+            "jfrog_provider.hooks.base", "jfrog_provider.hooks.artifactory", "jfrog_provider.hooks.xray"]}],
+        "operators": [{"integration-name": INTEGRATION, "python-modules": [
+            "jfrog_provider.operators.artifactory", "jfrog_provider.operators.xray"]}],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": [
+            "jfrog_provider.sensors.artifactory", "jfrog_provider.sensors.xray"]}],
+        "triggers": [{"integration-name": INTEGRATION, "python-modules": [
+            "jfrog_provider.triggers.artifactory", "jfrog_provider.triggers.xray"]}],
+        "extra-links": ["jfrog_provider.links.ArtifactoryLink", "jfrog_provider.links.XrayScanLink"],
+        "connection-types": [{
+            "hook-class-name": "jfrog_provider.hooks.base.JFrogHook",
+            "hook-name": "JFrog Platform",
+            "connection-type": "jfrog",
+            # Airflow >= 3.2 reads form fields from here (hook methods are deprecated); keys land in `extra`
+            "conn-fields": {
+                "timeout": {"label": "Timeout (s)", "description": "Per-request timeout in seconds.",
+                            "schema": {"type": ["number", "null"], "default": 60}},
+                "verify": {"label": "Verify TLS", "description": "Verify the server certificate.",
+                           "schema": {"type": ["boolean", "null"], "default": True}},
+                "max_retries": {"label": "Max retries", "description": "Retries for 429/502/503/504.",
+                                "schema": {"type": ["integer", "null"], "default": 5}},
+                "xray_url": {"label": "Xray URL", "description": "Only if Xray is not under <platform>/xray.",
+                             "schema": {"type": ["string", "null"]}},
+            },
+            "ui-field-behaviour": {
+                "hidden-fields": ["schema", "port"],
+                "relabeling": {"host": "Platform URL", "login": "User (optional, Basic auth)",
+                               "password": "Access token"},
+                "placeholders": {"host": "https://acme.jfrog.io"},
+            },
+        }],
+    }

@@ -1,0 +1,205 @@
+"""XrayScanGateOperator: graph-scan a dependency list (or a CycloneDX SBOM) and judge it (contract X7, X12)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from jfrog_provider.exceptions import XrayScanError, XrayScanTimeoutError
+from jfrog_provider.links import XRAY_URL_KEY, XrayScanLink, push_link_url, xray_scan_url
+from jfrog_provider.policy import (
+    GateVerdict,
+    XrayPolicyViolation,
+    check_severity,
+    judge_scan,
+    parse_allowlist,
+)
+from jfrog_provider.xray_results import GraphScanResult
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from jfrog_provider.hooks.xray import XrayHook
+
+VERDICT_XCOM_KEY = "xray_verdict"
+# CycloneDX component types that are dependencies worth scanning (contract X9 recipe: libraries)
+_SBOM_TYPES = {"library", "framework"}
+
+
+def _templated(value: Any) -> bool:
+    return (isinstance(value, str) and "{{" in value) or hasattr(value, "resolve")
+
+
+def result_from_body(body: Any) -> GraphScanResult:
+    """Parse a final X7 body strictly; a body that says the scan failed is an error (fail closed)."""
+    result = GraphScanResult.from_json(body)
+    if result.status.strip().lower() in {"failed", "error"}:
+        raise XrayScanError(200, f"Xray graph scan {result.scan_id} ended with status {result.status!r}")
+    return result
+
+
+def sbom_purls(sbom: Any, where: str) -> list[str]:
+    """Package URLs of the library components of a CycloneDX JSON document (nested components included)."""
+    if not isinstance(sbom, Mapping) or sbom.get("bomFormat") != "CycloneDX":
+        raise AirflowFailException(f"{where} is not a CycloneDX JSON SBOM (bomFormat != 'CycloneDX')")
+    purls: list[str] = []
+    stack = list(sbom.get("components") or [])
+    while stack:
+        comp = stack.pop(0)
+        if not isinstance(comp, Mapping):
+            raise AirflowFailException(f"{where}: a component is not an object: {comp!r}")
+        if comp.get("type", "library") in _SBOM_TYPES and isinstance(comp.get("purl"), str):
+            purls.append(comp["purl"])
+        stack.extend(comp.get("components") or [])
+    return purls
+
+
+class XrayScanGateOperator(BaseOperator):
+    """Run an Xray graph scan and fail the task when the release must not go out.
+
+    Fails (XrayPolicyViolation, no retry) on any violation with ``fail_build`` (needs a watch, project or
+    repo_path context), or on any vulnerability at or above ``severity_threshold`` that is not allowlisted.
+    Fails closed on timeouts, Xray errors and malformed results: nothing but a parsed, clean result passes.
+    XCom: the verdict {scan_id, passed, severity_threshold, blocking, allowlisted, expired_allowlist, counts}.
+
+    :param component_ids: Xray component ids, e.g. ``["pypi://torch:2.5.1"]`` (templated / XComArg).
+    :param sbom_path: a CycloneDX JSON SBOM whose library purls are scanned instead (templated).
+    :param watches: Xray watch names; violations are only reported with a context (templated).
+    :param project: JFrog project key as the context (templated).
+    :param repo_path: Artifactory ``repo/path/`` as the context (templated).
+    :param severity_threshold: lowest blocking severity: Critical, High, Medium, Low (templated).
+    :param allowlist: [{"cve": "CVE-…", "expires": "YYYY-MM-DD", "reason": "…"}]; an entry waives a
+        vulnerability through its expiry day; expired entries are logged and ignored.
+    :param poll_interval: seconds between result polls.
+    :param timeout: seconds to wait for the scan before failing.
+    :param deferrable: wait in the triggerer instead of a worker slot.
+    :param jfrog_conn_id: Airflow connection of type ``jfrog``.
+    """
+
+    template_fields: Sequence[str] = ("component_ids", "sbom_path", "watches", "project", "repo_path",
+                                      "severity_threshold", "jfrog_conn_id")
+    operator_extra_links = (XrayScanLink(),)
+    ui_color = "#43b02a"
+
+    def __init__(self, *, component_ids: Sequence[str] | None = None, sbom_path: str | None = None,
+                 watches: Sequence[str] | None = None, project: str | None = None, repo_path: str | None = None,
+                 severity_threshold: str = "High", allowlist: Sequence[Mapping[str, Any]] | None = None,
+                 poll_interval: float = 5.0, timeout: float = 600.0, deferrable: bool = False,
+                 jfrog_conn_id: str = "jfrog_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if (component_ids is None) == (sbom_path is None):
+            raise ValueError("give exactly one of component_ids or sbom_path")
+        if isinstance(component_ids, str) and not _templated(component_ids):
+            raise ValueError("component_ids must be a list of Xray component ids, not one string")
+        if sum(bool(x) for x in (watches, project, repo_path)) > 1:
+            raise ValueError("give at most one context: watches, project or repo_path (contract X7)")
+        if not _templated(severity_threshold):
+            check_severity(severity_threshold)
+        if poll_interval <= 0 or timeout <= 0:
+            raise ValueError(f"poll_interval and timeout must be positive, got {poll_interval}, {timeout}")
+        parse_allowlist(allowlist)  # malformed entries fail at parse time
+        self.component_ids = component_ids
+        self.sbom_path = sbom_path
+        self.watches = watches
+        self.project = project
+        self.repo_path = repo_path
+        self.severity_threshold = severity_threshold
+        self.allowlist = allowlist
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.deferrable = deferrable
+        self.jfrog_conn_id = jfrog_conn_id
+
+    @cached_property
+    def hook(self) -> XrayHook:
+        """The Xray hook for `jfrog_conn_id`."""
+        from jfrog_provider.hooks.xray import XrayHook
+
+        return XrayHook(self.jfrog_conn_id)
+
+    # -- inputs -------------------------------------------------------------------------------------
+    def _component_ids(self) -> list[str]:
+        if self.sbom_path is not None:
+            try:
+                with open(self.sbom_path, encoding="utf-8") as fh:
+                    sbom = json.load(fh)
+            except (OSError, ValueError) as exc:
+                raise AirflowFailException(f"cannot read SBOM {self.sbom_path!r}: {exc}") from exc
+            try:
+                ids = self.hook.purls_to_component_ids(sbom_purls(sbom, self.sbom_path))
+            except ValueError as exc:
+                raise AirflowFailException(f"SBOM {self.sbom_path!r}: {exc}") from exc
+        else:
+            raw = self.component_ids
+            if isinstance(raw, str) or not isinstance(raw, Sequence):
+                raise AirflowFailException(f"component_ids must render to a list, got {raw!r}")
+            ids = list(dict.fromkeys(str(c) for c in raw))
+        if not ids:
+            # scanning nothing would pass vacuously: fail closed
+            raise AirflowFailException(f"nothing to scan: no components in {self.sbom_path or 'component_ids'}")
+        return ids
+
+    def _watches(self) -> list[str] | None:
+        w = self.watches
+        if not w:
+            return None
+        if isinstance(w, str):  # a rendered template such as "{{ params.watch }}" or "a,b"
+            w = [p.strip() for p in w.split(",")]
+        return [str(x) for x in w if x] or None
+
+    # -- run ----------------------------------------------------------------------------------------
+    def execute(self, context: Context) -> dict[str, Any]:
+        check_severity(self.severity_threshold)
+        ids = self._component_ids()
+        scan_id = self.hook.scan_graph(ids, watches=self._watches(), project=self.project or None,
+                                       repo_path=self.repo_path or None)
+        push_link_url(context, XRAY_URL_KEY, xray_scan_url(self.hook.config.platform_url, scan_id))
+        self.log.info("Xray graph scan %s started for %d components", scan_id, len(ids))
+        if not self.deferrable:
+            result = self.hook.wait_for_graph_scan(scan_id, poll_interval=self.poll_interval, timeout=self.timeout)
+            return self._judge(context, result)
+        body = self.hook.get_graph_scan_result(scan_id)  # poke once: a fast scan needs no triggerer round trip
+        if body is not None:
+            return self._judge(context, result_from_body(body), body)
+        from jfrog_provider.triggers.xray import XrayScanTrigger
+
+        self.defer(trigger=XrayScanTrigger(scan_id=scan_id, jfrog_conn_id=self.jfrog_conn_id,
+                                           poll_interval=self.poll_interval, timeout=self.timeout),
+                   method_name="execute_complete",
+                   # backstop only: the trigger's own timeout event fires first and names the scan
+                   timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poll_interval)))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Judge the result the trigger delivered; a timeout or error event fails the task (fail closed)."""
+        event = event if isinstance(event, dict) else {}
+        scan_id = str(event.get("scan_id") or "?")
+        status = event.get("status")
+        if status == "success":
+            body = event.get("result")
+            return self._judge(context, result_from_body(body), body)
+        if status == "timeout":
+            raise XrayScanTimeoutError(None, event.get("message") or f"graph scan {scan_id} timed out")
+        raise AirflowException(f"Xray scan {scan_id} could not be read: {event.get('message') or event!r}")
+
+    def _judge(self, context: Context, result: GraphScanResult, body: Any = None) -> dict[str, Any]:
+        allowlist = parse_allowlist(self.allowlist)
+        verdict: GateVerdict = judge_scan(result, severity_threshold=self.severity_threshold, allowlist=allowlist)
+        for entry in verdict.expired_allowlist:
+            self.log.warning("Allowlist entry %s expired on %s and no longer applies (%s)", entry["cve"],
+                             entry["expires"], entry["reason"])
+        url = xray_scan_url(self.hook.config.platform_url, result.scan_id, body)
+        push_link_url(context, XRAY_URL_KEY, url)
+        out = {**verdict.to_dict(), "xray_url": url}
+        if not verdict.passed:
+            ti = context.get("ti") if hasattr(context, "get") else None
+            if ti is not None:
+                ti.xcom_push(key=VERDICT_XCOM_KEY, value=out)  # the why, for whoever reads a failed run
+            raise XrayPolicyViolation(verdict.message(), out)
+        self.log.info(verdict.message())
+        return out

@@ -1,0 +1,1 @@
+"""JFrog sensors: they answer "done yet?"; judging is a separate task."""

@@ -1,0 +1,1 @@
+"""JFrog triggers: tiny, async, serialisable; each run() yields exactly one event."""
