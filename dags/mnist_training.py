@@ -15,6 +15,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+from jfrog_provider.operators.artifactory import ArtifactoryUploadOperator
+from jfrog_provider.operators.xray import XrayScanGateOperator
 
 from include.assets import MNIST_CHAMPION, MNIST_DRIFT, MNIST_TRAINING_DATA
 
@@ -161,43 +163,12 @@ def mnist_training():
             pip_requirements=pinned_requirements("torch", "numpy"),
         )
         print(f"MLflow run {registered.run_id}, model {registered.model_name} version {registered.version}")
-        return registered.to_dict()
-
-    @task
-    def publish_model(trained: dict, registered: dict, evaluation: dict) -> dict:
-        """Deploy the model file to Artifactory with properties; the server's sha256 must equal ours."""
-        from jfrog_provider.hooks.artifactory import ArtifactoryHook
-
-        from include.mlops.registry import set_version_tags
-
-        _, dag_id, run_id = _context()
-        settings = _settings()
-        target = f"{settings.model_name}/{registered['version']}/model.pt"
-        result = ArtifactoryHook().deploy_artifact(
-            trained["model_path"],
-            settings.artifactory_repo,
-            target,
-            properties={
-                "model.name": settings.model_name,
-                "model.version": registered["version"],
-                "model.sha256": trained["sha256"],
-                "mlflow.run_id": registered["run_id"],
-                "airflow.dag_id": dag_id,
-                "airflow.run_id": run_id,
-                "test.accuracy": f"{evaluation['accuracy']:.6f}",
-                **{f"dataset.{name}": digest for name, digest in sorted(trained["data_digests"].items())},
-            },
-        )
-        if result.sha256 != trained["sha256"]:
-            raise ValueError(f"Artifactory stored sha256 {result.sha256} for {target}, trained {trained['sha256']}")
-        set_version_tags(
-            registered["tracking_uri"],
-            registered["model_name"],
-            registered["version"],
-            {"artifactory.path": f"{result.repo}/{result.path}", "artifactory.sha256": result.sha256},
-        )
-        print(f"published {result.repo}/{result.path} sha256 {result.sha256} (checksum deploy: {result.checksum_deployed})")
-        return result.to_dict()
+        # Artifactory paths derive from the model version, so a retried publish overwrites, never duplicates.
+        return {
+            **registered.to_dict(),
+            "artifactory_repo": settings.artifactory_repo,
+            "artifactory_model_path": f"{registered.model_name}/{registered.version}/model.pt",
+        }
 
     @task
     def generate_sbom(trained: dict, registered: dict, published: dict) -> dict:
@@ -223,30 +194,11 @@ def mnist_training():
         print(f"SBOM {sbom.path}: {sbom.components} components in {sbom.seconds}s, serial {sbom.serial_number}")
         return {**sbom.to_dict(), "artifactory_path": f"{uploaded.repo}/{uploaded.path}"}
 
-    @task
-    def scan_model(sbom: dict) -> dict:
-        """Xray graph scan of the SBOM's components; the result is judged by promote_model."""
-        import json
-        from pathlib import Path
-
-        from jfrog_provider.hooks.xray import XrayHook
-
-        from include.mlops.sbom import library_purls
-
-        params, _, _ = _context()
-        hook = XrayHook()
-        components = hook.purls_to_component_ids(library_purls(json.loads(Path(sbom["path"]).read_text())))
-        scan_id = hook.scan_graph(components, watches=params["xray_watches"] or None)
-        result = hook.wait_for_graph_scan(scan_id)
-        print(
-            f"Xray scan {scan_id}: {len(components)} components, {len(result.vulnerabilities)} vulnerabilities, "
-            f"{len(result.violations)} violations"
-        )
-        return result.to_dict()
-
     @task(outlets=[MNIST_CHAMPION])
-    def promote_model(registered: dict, evaluation: dict, published: dict, sbom: dict, scan: dict) -> dict:
-        """Move `champion` only when every gate passed; otherwise say which gate blocked it and fail."""
+    def promote_model(
+        trained: dict, registered: dict, evaluation: dict, published: dict, sbom: dict, scan: dict
+    ) -> dict:
+        """Runs only after the Xray gate passed; moves `champion` when the model gates pass too."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from include.mlops import gates, registry
@@ -254,6 +206,11 @@ def mnist_training():
 
         params, dag_id, run_id = _context()
         uri, name, version = registered["tracking_uri"], registered["model_name"], registered["version"]
+        if published["sha256"] != trained["sha256"]:
+            raise AirflowFailException(
+                f"Artifactory holds sha256 {published['sha256']} at {published['repo']}/{published['path']}, "
+                f"but train_model wrote {trained['sha256']}"
+            )
         current = registry.champion(uri, name)
         decision = gates.decide_promotion(
             [
@@ -263,16 +220,21 @@ def mnist_training():
                     current[1] if current and current[0] != version else None,
                     params["max_regression"],
                 ),
-                gates.xray_gate(scan, params["severity_threshold"]),
             ]
         )
         for gate in decision.gates:
             print(f"gate {gate.name}: {'PASS' if gate.passed else 'BLOCK'} - {gate.reason}")
+        print(f"gate xray: PASS - {scan['counts']} (threshold {scan['severity_threshold']}, scan {scan['scan_id']})")
         registry.set_version_tags(
             uri,
             name,
             version,
-            {"gate.decision": "promote" if decision.promote else "blocked", "xray.scan_id": scan.get("scan_id")},
+            {
+                "gate.decision": "promote" if decision.promote else "blocked",
+                "xray.scan_id": scan["scan_id"],
+                "artifactory.path": f"{published['repo']}/{published['path'].lstrip('/')}",
+                "artifactory.sha256": published["sha256"],
+            },
         )
         write_json(
             _settings().run_dir(dag_id, run_id) / "release.json",
@@ -281,8 +243,7 @@ def mnist_training():
                 "test_accuracy": evaluation["accuracy"],
                 "artifactory": published,
                 "sbom": sbom,
-                "xray": {k: scan.get(k) for k in ("scan_id", "status")}
-                | {"vulnerabilities": len(scan.get("vulnerabilities", [])), "violations": len(scan.get("violations", []))},
+                "xray": scan,
                 "decision": decision.to_dict(),
                 "previous_champion": current[0] if current else None,
             },
@@ -305,10 +266,29 @@ def mnist_training():
     trained = train_model(dataset)
     evaluation = evaluate_model(trained)
     registered = register_model(dataset, trained, evaluation)
-    published = publish_model(trained, registered, evaluation)
-    sbom = generate_sbom(trained, registered, published)
-    scan = scan_model(sbom)
-    promote_model(registered, evaluation, published, sbom, scan)
-
+    published = ArtifactoryUploadOperator(
+        task_id="publish_model",
+        local_path=trained["model_path"],
+        repo=registered["artifactory_repo"],
+        target_path=registered["artifactory_model_path"],
+        properties={
+            "model.name": registered["model_name"],
+            "model.version": registered["version"],
+            "model.sha256": trained["sha256"],
+            "mlflow.run_id": registered["run_id"],
+            "airflow.dag_id": "{{ dag.dag_id }}",
+            "airflow.run_id": "{{ run_id }}",
+            "test.accuracy": evaluation["accuracy"],
+            "dataset.sha256": "{{ ti.xcom_pull(task_ids='validate_data', key='digests').values() | join(',') }}",
+        },
+    )
+    sbom = generate_sbom(trained, registered, published.output)
+    scan = XrayScanGateOperator(
+        task_id="scan_model",
+        sbom_path=sbom["path"],
+        watches="{{ params.xray_watches | join(',') }}",
+        severity_threshold="{{ params.severity_threshold }}",
+    )
+    promote_model(trained, registered, evaluation, published.output, sbom, scan.output)
 
 mnist_training()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-QUICK_RUN = {"max_train_samples": 3000, "max_test_samples": 1000, "min_accuracy": 0.5, "epochs": 1}
+QUICK_RUN = {"max_train_samples": 4000, "max_test_samples": 1000, "min_accuracy": 0.5, "epochs": 2}
 
 
 def _release(home: Path, run_id: str) -> dict:
@@ -34,11 +34,12 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     first = dag.test(run_conf=QUICK_RUN)
     assert first.state == "success"
     release = _release(mlops_home, first.run_id)
+    assert release["xray"]["passed"] is True and release["decision"]["promote"] is True
     version = release["mlflow"]["version"]
     assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == version
 
     published = release["artifactory"]
-    model_file = mlops_home / "runs" / "mnist_training" / Path(release["sbom"]["path"]).parent.name / "model.pt"
+    model_file = Path(release["sbom"]["path"]).parent / "model.pt"
     stored = ArtifactoryHook().get_file_info(published["repo"], published["path"].lstrip("/"))
     assert stored["checksums"]["sha256"] == sha256_file(model_file)
 
@@ -59,11 +60,24 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     second = dag.test(run_conf=QUICK_RUN)
     assert second.state == "failed"
     states = {ti.task_id: ti.state for ti in second.get_task_instances()}
-    assert states["scan_model"] == "success" and states["promote_model"] == "failed"
-    blocked = _release(mlops_home, second.run_id)
-    assert blocked["decision"]["promote"] is False
-    assert any("CVE-2099-0001" in reason for reason in blocked["decision"]["reasons"])
-    new_version = blocked["mlflow"]["version"]
-    assert new_version != version
+    assert states["publish_model"] == "success"
+    assert states["scan_model"] == "failed" and states["promote_model"] == "upstream_failed"
+    verdict = _xcom(second, "scan_model", "xray_verdict")
+    assert verdict["passed"] is False
+    assert "CVE-2099-0001" in json.dumps(verdict["blocking"])
+    versions = client.search_model_versions(f"name = '{settings.model_name}'")
+    assert len(versions) == 2
+    new_version = max(str(v.version) for v in versions)
     assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == version
     assert "challenger" in client.get_model_version(settings.model_name, new_version).aliases
+
+
+def _xcom(dag_run, task_id: str, key: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalar(
+            XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
+        )
+    return XComModel.deserialize_value(row)
