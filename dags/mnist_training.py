@@ -1,10 +1,12 @@
 """
-### MNIST training: validate → train → evaluate → register → publish → SBOM → Xray → promote
+### MNIST training: validate → train → evaluate → register → publish → SBOM → Xray → promote → release
 
 Runs nightly at 02:00 UTC, whenever new training data or a drift verdict lands (Assets), and on demand
-from the trigger form. A model version gets the MLflow alias `champion` only when the accuracy gate, the
-champion-vs-challenger gate and the Xray gate all passed; otherwise it keeps `challenger`, the
-`promote_model` log says which gate blocked it, and the run fails so the blocked release is visible.
+from the trigger form. `scan_model` is the Xray policy gate: a blocking finding fails it, naming the CVE,
+component and threshold. `promote_model` runs only after it and moves the MLflow alias `champion` only when
+the accuracy and champion-vs-challenger gates pass too; otherwise the version keeps `challenger` and the run
+fails so the blocked release is visible. `release_model` then copies the champion's file from the staging
+repository to the release repository with a property stamp.
 
 XCom carries references only: file paths under a run-scoped directory, MLflow ids, Artifactory
 repo/path + sha256, metric dicts.
@@ -15,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
-from jfrog_provider.operators.artifactory import ArtifactoryUploadOperator
+from jfrog_provider.operators.artifactory import ArtifactoryPromoteOperator, ArtifactoryUploadOperator
 from jfrog_provider.operators.xray import XrayScanGateOperator
 
 from include.assets import MNIST_CHAMPION, MNIST_DRIFT, MNIST_TRAINING_DATA
@@ -167,6 +169,7 @@ def mnist_training():
         return {
             **registered.to_dict(),
             "artifactory_repo": settings.artifactory_repo,
+            "artifactory_release_repo": settings.artifactory_release_repo,
             "artifactory_model_path": f"{registered.model_name}/{registered.version}/model.pt",
         }
 
@@ -289,6 +292,15 @@ def mnist_training():
         watches="{{ params.xray_watches | join(',') }}",
         severity_threshold="{{ params.severity_threshold }}",
     )
-    promote_model(trained, registered, evaluation, published.output, sbom, scan.output)
+    promoted = promote_model(trained, registered, evaluation, published.output, sbom, scan.output)
+    # Copy the champion from the staging repo to the release repo; idempotent, so a retry re-stamps only.
+    promoted >> ArtifactoryPromoteOperator(
+        task_id="release_model",
+        source_repo=registered["artifactory_repo"],
+        source_path=registered["artifactory_model_path"],
+        target_repo=registered["artifactory_release_repo"],
+        copy=True,
+        properties={"model.version": registered["version"], "mlflow.alias": "champion"},
+    )
 
 mnist_training()

@@ -22,6 +22,7 @@ class PipelineSettings:
     model_name: str = "mnist-cnn"
     experiment_name: str = "mnist-training"
     artifactory_repo: str = "ml-models-local"
+    artifactory_release_repo: str = "ml-models-release"
     sbom_tool: str = ""
 
     @classmethod
@@ -36,6 +37,7 @@ class PipelineSettings:
             model_name=env.get("MLOPS_MODEL_NAME", cls.model_name),
             experiment_name=env.get("MLOPS_EXPERIMENT", cls.experiment_name),
             artifactory_repo=env.get("MLOPS_ARTIFACTORY_REPO", cls.artifactory_repo),
+            artifactory_release_repo=env.get("MLOPS_ARTIFACTORY_RELEASE_REPO", cls.artifactory_release_repo),
             sbom_tool=env.get("MLOPS_SBOM_TOOL") or str(REPO_ROOT / ".venv-sbom" / "bin" / "cyclonedx-py"),
         )
 

@@ -55,7 +55,7 @@ def test_training_chain_order(dagbag):
     dag = dagbag.dags["mnist_training"]
     order = [
         "validate_data", "train_model", "evaluate_model", "register_model",
-        "publish_model", "generate_sbom", "scan_model", "promote_model",
+        "publish_model", "generate_sbom", "scan_model", "promote_model", "release_model",
     ]
     assert set(order) == set(dag.task_ids)
     for upstream, downstream in zip(order, order[1:], strict=False):

@@ -43,6 +43,12 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     stored = ArtifactoryHook().get_file_info(published["repo"], published["path"].lstrip("/"))
     assert stored["checksums"]["sha256"] == sha256_file(model_file)
 
+    released = ArtifactoryHook().get_item_properties("ml-models-release", published["path"].lstrip("/"))
+    assert released["model.version"] == [version] and released["release.status"] == ["released"]
+    assert ArtifactoryHook().get_file_info("ml-models-release", published["path"].lstrip("/"))["checksums"][
+        "sha256"
+    ] == stored["checksums"]["sha256"]
+
     sbom = json.loads(Path(release["sbom"]["path"]).read_text())
     validate_cyclonedx(sbom)
     assert sbom["specVersion"] == "1.6"
@@ -62,6 +68,7 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     states = {ti.task_id: ti.state for ti in second.get_task_instances()}
     assert states["publish_model"] == "success"
     assert states["scan_model"] == "failed" and states["promote_model"] == "upstream_failed"
+    assert states["release_model"] == "upstream_failed"
     verdict = _xcom(second, "scan_model", "xray_verdict")
     assert verdict["passed"] is False
     assert "CVE-2099-0001" in json.dumps(verdict["blocking"])

@@ -177,7 +177,10 @@ class ArtifactoryPromoteOperator(_ArtifactoryOperator):
         if target_path is not None:
             _require_str("target_path", target_path)
         _check_properties(properties, required=False)
-        if (source_repo, (source_path or "").strip("/")) == (target_repo, (target_path or source_path or "").strip("/")):
+        names = (source_repo, source_path, target_repo, target_path or source_path)
+        if not any(_templated(v) for v in names) and (
+            (source_repo, source_path.strip("/")) == (target_repo, (target_path or source_path).strip("/"))
+        ):
             raise ValueError(f"promoting {source_repo}/{source_path} onto itself")
         self.source_repo = source_repo
         self.source_path = source_path
