@@ -1,4 +1,4 @@
-"""SBOM of the real training environment through the real cyclonedx-py, and schema validation that bites."""
+"""SBOM of the real training environment: same content as cyclonedx-py, valid CycloneDX 1.6, validation that bites."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from include.mlops import sbom as sbom_module
 from include.mlops.sbom import SbomError, generate_sbom, library_purls, validate_cyclonedx
 from include.settings import PipelineSettings
 
@@ -43,6 +44,10 @@ def test_purls_are_pypi(sbom_doc):
         (lambda d: d["components"][0].__setitem__("type", "spaceship"), "components/0/type"),
         (lambda d: d["components"][0].pop("name"), "components/0"),
         (lambda d: d.__setitem__("unexpected", 1), "unexpected"),
+        (lambda d: d["components"].append(copy.deepcopy(d["components"][0])), "components"),
+        (lambda d: d["components"][0].__setitem__("licenses", [{"license": {"id": "Not-A-License"}}]),
+         "components/0/licenses"),
+        (lambda d: d["dependencies"][0].__setitem__("dependsOn", ["a", "a"]), "dependencies/0/dependsOn"),
     ],
 )
 def test_mutants_are_rejected(sbom_doc, mutate, where):
@@ -55,4 +60,23 @@ def test_mutants_are_rejected(sbom_doc, mutate, where):
 def test_missing_tool_names_the_fix(tmp_path: Path):
     with pytest.raises(SbomError, match="scripts/setup"):
         generate_sbom(sys.executable, tmp_path / "x.json", str(tmp_path / "no-such-tool"))
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_fast_validator_agrees_with_stock_draft7(sbom_doc):
+    """The O(n) uniqueItems/enum overrides give the same verdicts as jsonschema's own Draft7Validator."""
+    from jsonschema import Draft7Validator
+
+    fast = sbom_module._validator()
+    stock = Draft7Validator(fast.schema, registry=fast._registry)
+    mutants = [copy.deepcopy(sbom_doc) for _ in range(4)]
+    mutants[1]["components"].append(copy.deepcopy(mutants[1]["components"][3]))
+    mutants[2]["components"][1]["licenses"] = [{"license": {"id": "mit-ish"}}]
+    mutants[3]["dependencies"][2]["dependsOn"] = ["x", "x"]
+    assert [fast.is_valid(m) for m in mutants] == [stock.is_valid(m) for m in mutants] == [True, False, False, False]
+
+
+def test_tool_failure_names_the_interpreter(tmp_path: Path):
+    with pytest.raises(SbomError, match="no-such-python"):
+        generate_sbom(str(tmp_path / "no-such-python"), tmp_path / "x.json", PipelineSettings.from_env().sbom_tool)
     assert not (tmp_path / "x.json").exists()
