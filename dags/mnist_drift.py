@@ -1,19 +1,60 @@
 """
-### MNIST drift: the newest production batch against the training reference, with Evidently 0.7
+### MNIST drift: production batches against the champion's reference, decided fast, reported by Evidently
 
-Daily at 06:00 UTC and on demand. Reads the newest `.npz` batch from the landing folder, measures drift on
-per-image features (intensity, ink, bounding box, centre of mass) with Evidently's `DataDriftPreset`,
-keeps the HTML and JSON reports, and emits the `mnist_drift_detected` Asset event only when the share of
-drifted features reaches the threshold, which schedules `mnist_training`. No batch or no drift is a skip.
+Daily at 06:00 UTC and on demand.
+
+1. `wait_for_batch` is a sensor (reschedule mode): "a batch is waiting in the landing folder" is a lasting
+   state, not an event, so a sensor fits and an AssetWatcher does not. No batch by the timeout is a skip.
+2. `ingest_batches` validates each landed file (format, shape, dtype, value range, non-empty, no NaN, labels)
+   and either claims it by an atomic rename keyed by its sha256 or quarantines it with a `.reason.json`.
+   A batch counts as processed only once its processed marker is written, so reruns finish what was claimed
+   and never measure a batch twice; a re-sent batch is quarantined as a duplicate.
+3. `prepare_reference` builds the reference profile of the champion model version once (image features plus
+   the model's embeddings, predicted class and confidence) and stores it with that version in MLflow.
+4. `measure_batch` (one mapped task per batch) decides drift with Evidently's default per-column tests and
+   thresholds computed from the cached reference, and keeps Evidently's DataDriftPreset report (plus a
+   ClassificationPreset report when the batch has labels) as HTML and JSON, in MLflow too.
+5. `report_history` redraws the drift history (share of drifted features per day: PNG, CSV, HTML).
+6. `decide_retrain` emits the `mnist_drift_detected` Asset event that schedules `mnist_training`: one event for
+   any number of drifted batches, none inside the cooldown or while a retrain is queued or running.
+   No drift is a skip. Alerts go through the `DriftAlert` notifier.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import BaseNotifier, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from include.assets import MNIST_DRIFT
+
+TRAINING_DAG = "mnist_training"
+
+
+class DriftAlert(BaseNotifier):
+    """Drift, quarantine and failure alerts: the task log plus `alerts/drift.jsonl`, a stand-in for Slack or mail."""
+
+    template_fields = ("message",)
+
+    def __init__(self, message: str, kind: str = "failure"):
+        super().__init__()
+        self.message = message
+        self.kind = kind
+
+    def notify(self, context) -> None:
+        from include.mlops.drift_policy import write_alert
+
+        ti = context.get("ti")
+        alert = {
+            "kind": self.kind,
+            "message": self.message,
+            "dag_id": context["dag"].dag_id if context.get("dag") else None,
+            "run_id": context.get("run_id"),
+            "task_id": getattr(ti, "task_id", None),
+            "at": datetime.now().astimezone().isoformat(),
+        }
+        self.log.warning("DRIFT ALERT [%s] %s", self.kind, self.message)
+        write_alert(_settings().home / "alerts" / "drift.jsonl", alert)
 
 
 def _settings():
@@ -24,6 +65,13 @@ def _settings():
     return PipelineSettings.from_env(data_dir=Variable.get("mnist_data_dir", default=None))
 
 
+def _store():
+    from include.mlops.drift_store import DriftStore
+
+    settings = _settings()
+    return DriftStore(landing=settings.landing_dir, root=settings.home / "drift")
+
+
 @dag(
     dag_id="mnist_drift",
     schedule=CronTriggerTimetable("0 6 * * *", timezone="UTC"),
@@ -32,85 +80,224 @@ def _settings():
     max_active_runs=1,
     doc_md=__doc__,
     tags=["mnist", "monitoring", "evidently"],
-    default_args={"owner": "mlops", "retries": 1, "retry_delay": timedelta(seconds=20)},
+    default_args={
+        "owner": "mlops",
+        "retries": 1,
+        "retry_delay": timedelta(seconds=20),
+        "on_failure_callback": DriftAlert("{{ dag.dag_id }}.{{ ti.task_id }} failed in {{ run_id }}"),
+    },
     params={
         "drift_share": Param(
-            0.5, type="number", exclusiveMinimum=0, maximum=1, description="Share of drifted features that means drift."
+            0.4,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            description="Share of drifted features that means drift (clean batches measured at most 0.25).",
         ),
         "reference_size": Param(
-            5000, type="integer", minimum=500, maximum=60000, description="Training images in the reference."
+            5000, type="integer", minimum=1001, maximum=60000, description="Training images in the reference profile."
+        ),
+        "cooldown_hours": Param(
+            24, type="number", minimum=0, description="No second retrain request within this many hours of the last."
         ),
     },
 )
 def mnist_drift():
-    @task
-    def find_batch() -> dict:
-        """The newest production batch in the landing folder; none is a skip."""
-        from airflow.sdk.exceptions import AirflowSkipException
+    @task.sensor(poke_interval=60, timeout=timedelta(hours=3), mode="reschedule", soft_fail=True)
+    def wait_for_batch() -> bool:
+        """Done when a file waits in the landing folder or a claimed batch is unfinished."""
+        return _store().has_work()
 
+    @task
+    def ingest_batches() -> list[dict]:
+        """Quarantine bad files with a reason, claim good batches by sha256; returns every pending batch."""
+        from include.mlops.drift import load_batch
+        from include.mlops.drift_store import ingest
         from include.mnist.data import sha256_file
 
-        landing = _settings().landing_dir
-        batches = sorted(landing.glob("*.npz"), key=lambda p: (p.stat().st_mtime, p.name))
-        if not batches:
-            raise AirflowSkipException(f"no production batch (*.npz) in {landing}")
-        newest = batches[-1]
-        return {"path": str(newest), "name": newest.stem, "sha256": sha256_file(newest)}
+        store = _store()
+        result = ingest(store, load_batch, sha256_file)
+        for bad in result.quarantined:
+            print(f"quarantined {bad.name} -> {bad.path}: {bad.reason}")
+        if result.quarantined:
+            lines = "; ".join(f"{q.name}: {q.reason}" for q in result.quarantined)
+            DriftAlert(f"{len(result.quarantined)} batch(es) quarantined: {lines}", kind="quarantine")(get_current_context())
+        print(f"claimed {[b.name for b in result.claimed]}; pending {[b.name for b in result.pending]}")
+        return [b.to_dict() for b in result.pending]
 
     @task
-    def measure_drift(batch: dict) -> dict:
-        """Evidently DataDriftPreset on image features; reports kept per batch."""
-        from pathlib import Path
-
+    def prepare_reference() -> dict:
+        """The champion's reference profile, built once per model version and stored with it in MLflow."""
         import numpy as np
-        from airflow.sdk.exceptions import AirflowFailException
 
-        from include.mlops.drift import BatchError, load_batch
-        from include.mlops.drift import measure_drift as measure
-        from include.mlops.files import write_json
+        from include.mlops.drift import build_reference_profile, save_profile
+        from include.mlops.drift_mlflow import champion_model, log_reference
         from include.mnist.data import load_split
 
-        ctx = get_current_context()
-        params = ctx["params"]
+        params = get_current_context()["params"]
         settings = _settings()
-        try:
-            images, _ = load_batch(Path(batch["path"]))
-        except BatchError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        train = load_split(settings.data_dir, "train")
-        pick = np.random.default_rng(0).choice(len(train.images), params["reference_size"], replace=False)
-        result = measure(
-            train.images[np.sort(pick)],
-            images,
-            settings.reports_dir / "drift" / f"{batch['name']}-{batch['sha256'][:12]}",
-            drift_share=params["drift_share"],
+        champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.home / "drift" / "models")
+        version = champion.version if champion else "none"
+        size = int(params["reference_size"])
+        directory = settings.reports_dir / "drift" / "reference" / f"{settings.model_name}-v{version}-n{size}"
+        if not (directory / "profile.json").exists():
+            train = load_split(settings.data_dir, "train")
+            pick = np.sort(np.random.default_rng(0).choice(len(train.images), size, replace=False))
+            profile = build_reference_profile(
+                train.images[pick],
+                champion.state_dict if champion else None,
+                version,
+                meta={"model_name": settings.model_name, "reference": f"train split, {size} images, seed 0"},
+            )
+            save_profile(profile, directory)
+            if champion:
+                uri = log_reference(settings.mlflow_tracking_uri, champion.run_id, directory)
+                print(f"reference profile of v{version} stored at {directory} and {uri}")
+        else:
+            print(f"reference profile of v{version} reused from {directory}")
+        if champion is None:
+            print("no champion model yet: drift is measured on image features only")
+        return {
+            "model_version": version,
+            "model_path": champion.state_dict if champion else None,
+            "profile_dir": str(directory),
+        }
+
+    @task(map_index_template="{{ task.op_kwargs['batch']['name'] }}")
+    def measure_batch(batch: dict, reference: dict) -> dict:
+        """Fast drift decision on one batch, Evidently's HTML/JSON reports, MLflow run, then the processed marker."""
+        from datetime import UTC
+        from pathlib import Path
+
+        from include.mlops.drift import CATEGORICAL, batch_features, load_batch, load_profile, write_reports
+        from include.mlops.drift_mlflow import log_batch_run
+        from include.mlops.drift_stats import decide, summarize_reference
+        from include.mlops.files import write_json
+
+        ctx = get_current_context()
+        store, settings = _store(), _settings()
+        done = store.record(batch["sha256"])
+        if done is not None:
+            print(f"batch {batch['name']} was already processed at {done['measured_at']}: not measured again")
+            return _summary(done)
+        images, labels = load_batch(Path(batch["path"]))
+        profile = load_profile(Path(reference["profile_dir"]))
+        current = batch_features(images, profile, reference["model_path"])
+        decision = decide(summarize_reference(profile.columns, CATEGORICAL), current, ctx["params"]["drift_share"])
+        report_dir = settings.reports_dir / "drift" / f"{batch['name']}-{batch['sha256'][:12]}"
+        write_json(report_dir / "decision.json", decision.to_dict())
+        report = write_reports(profile.columns, current, report_dir, ctx["params"]["drift_share"], labels=labels)
+        files = [Path(p) for p in (report.html_path, report.json_path, report.classification_html, report.classification_json) if p]
+        mlflow_run = log_batch_run(
+            tracking_uri=settings.mlflow_tracking_uri,
+            experiment_name="mnist-drift",
+            artifact_root=settings.mlflow_artifact_root,
+            batch_sha256=batch["sha256"],
+            run_name=batch["name"],
+            params={"batch": batch["name"], "model_version": reference["model_version"], "rows": decision.current_rows},
+            metrics={"drift_share": decision.drift_share, **{f"score.{k}": v.score for k, v in decision.columns.items()}},
+            tags={"drift_detected": decision.drift_detected, "airflow.run_id": ctx["run_id"]},
+            files=files + [report_dir / "decision.json"],
         )
+        record = {
+            "batch": batch,
+            "measured_at": datetime.now(UTC).isoformat(),
+            "run_id": ctx["run_id"],
+            "model_version": reference["model_version"],
+            "drift_detected": decision.drift_detected,
+            "drift_share": decision.drift_share,
+            "threshold": decision.threshold,
+            "drifted_columns": decision.drifted_columns,
+            "total_columns": len(decision.columns),
+            "scores": {k: v.score for k, v in decision.columns.items()},
+            "report": report.to_dict(),
+            "mlflow_run_id": mlflow_run,
+            "signal": None,
+        }
+        store.mark_processed(batch["sha256"], record)
         print(
-            f"batch {batch['name']}: {result.drifted_columns}/{result.total_columns} features drifted "
-            f"(share {result.drift_share:.2f}, threshold {result.threshold}); report {result.html_path}"
+            f"batch {batch['name']}: {len(decision.drifted_columns)}/{len(decision.columns)} features drifted "
+            f"(share {decision.drift_share:.2f}, threshold {decision.threshold}) {decision.drifted_columns}; "
+            f"report {report.html_path}"
         )
-        summary = {**result.to_dict(), "batch": batch}
+        return _summary(record)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def report_history() -> dict:
+        """Redraw the drift history (PNG, CSV, HTML) and keep this run's summary under its run directory."""
+        from include.mlops.drift_store import write_history
+        from include.mlops.files import write_json
+
+        ctx = get_current_context()
+        settings, store = _settings(), _store()
+        records = store.records()
+        paths = write_history(records, settings.reports_dir / "drift")
+        summary = {"batches": [_summary(r) for r in records if r["run_id"] == ctx["run_id"]], "history": paths}
         write_json(settings.run_dir(ctx["dag"].dag_id, ctx["run_id"]) / "drift.json", summary)
+        print(f"drift history {paths['html']} (plot {paths['png']})")
         return summary
 
-    @task(outlets=[MNIST_DRIFT])
-    def emit_drift_event(result: dict) -> dict:
-        """Emit the drift Asset event that schedules retraining; no drift is a skip, so no event."""
+    @task(inlets=[MNIST_DRIFT], outlets=[MNIST_DRIFT])
+    def decide_retrain() -> dict:
+        """Emit one drift event for the drifted batches unless in cooldown or a retrain is active; else skip."""
+        from datetime import UTC
+
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if not result["drift_detected"]:
-            raise AirflowSkipException(
-                f"no drift in {result['batch']['name']}: share {result['drift_share']:.2f} < {result['threshold']}"
-            )
-        get_current_context()["outlet_events"][MNIST_DRIFT].extra = {
-            "batch": result["batch"]["name"],
-            "batch_sha256": result["batch"]["sha256"],
-            "drift_share": result["drift_share"],
-            "report": result["json_path"],
-        }
-        return {"drift_detected": True, "batch": result["batch"]["name"]}
+        from include.mlops.drift_policy import retrain_decision
+        from include.mlops.files import write_json
 
-    emit_drift_event(measure_drift(find_batch()))
+        ctx = get_current_context()
+        store, run_id = _store(), ctx["run_id"]
+        pending = store.unsignalled_drift(run_id)
+        events = list(ctx["inlet_events"][MNIST_DRIFT])
+        last = events[-1].timestamp if events else None
+        active = ctx["ti"].get_dr_count(dag_id=TRAINING_DAG, states=["queued", "running"])
+        now = datetime.now(UTC)
+        decision = retrain_decision(
+            [r["batch"]["name"] for r in pending], now, timedelta(hours=ctx["params"]["cooldown_hours"]), last, active
+        )
+        outcome = {**decision.to_dict(), "batches": [r["batch"]["sha256"] for r in pending], "run_id": run_id, "at": now.isoformat()}
+        write_json(_settings().run_dir(ctx["dag"].dag_id, run_id) / "decision.json", outcome)
+        if decision.action == "none":
+            raise AirflowSkipException(f"no drift: {decision.reason}")
+        store.mark_signal([r["batch"]["sha256"] for r in pending], outcome)
+        DriftAlert(f"{decision.reason} (action: {decision.action})", kind="drift")(ctx)
+        if not decision.emit:
+            raise AirflowSkipException(decision.reason)
+        worst = max(pending, key=lambda r: r["drift_share"])
+        # Facts for the training run's trigger, no secrets: which batches, how strong, where the report is.
+        ctx["outlet_events"][MNIST_DRIFT].extra = {
+            "batches": [r["batch"]["name"] for r in pending],
+            "batch_sha256": [r["batch"]["sha256"] for r in pending],
+            "drift_share": worst["drift_share"],
+            "drifted_columns": worst["drifted_columns"],
+            "report": worst["report"]["json_path"],
+        }
+        return outcome
+
+    batches = ingest_batches()
+    reference = prepare_reference()
+    measured = measure_batch.partial(reference=reference).expand(batch=batches)
+    history = report_history()
+    wait_for_batch() >> batches >> reference
+    # The history also runs when no batch was claimed (all quarantined): measure_batch then maps over nothing.
+    [batches, measured] >> history >> decide_retrain()
+
+
+def _summary(record: dict) -> dict:
+    return {
+        "batch": record["batch"]["name"],
+        "sha256": record["batch"]["sha256"],
+        "drift_detected": record["drift_detected"],
+        "drift_share": record["drift_share"],
+        "threshold": record["threshold"],
+        "drifted_columns": record["drifted_columns"],
+        "total_columns": record["total_columns"],
+        "html_path": record["report"]["html_path"],
+        "json_path": record["report"]["json_path"],
+        "mlflow_run_id": record["mlflow_run_id"],
+    }
 
 
 mnist_drift()

@@ -206,7 +206,7 @@ def mnist_security_rescan():
             registry.set_version_tags(uri, name, version, {"security.demotion": "kept: demote_on_finding=false"})
             print(f"{name} version {version} keeps '{registry.CHAMPION}' (demote_on_finding=false)")
             return {"demoted": False, "reason": "demote_on_finding=false"}
-        _remove_champion_alias(uri, name, version)
+        registry.demote(uri, name, version)
         registry.set_version_tags(uri, name, version, {"security.demotion": f"demoted: {finding['message']}"})
         _unstamp_release(champion)
         print(f"{name} version {version} lost '{registry.CHAMPION}': {finding['message']}")
@@ -229,20 +229,6 @@ def mnist_security_rescan():
     demotion = decide_demotion(champion, finding)
     alerted >> demotion
     report_finding(finding, demotion)
-
-
-def _remove_champion_alias(tracking_uri: str, model_name: str, version: str) -> None:
-    """Delete the `champion` alias if it still points at `version` (a newer champion is left alone)."""
-    from include.mlops import registry
-
-    # registry.py has no demote() yet; this is the one MLflow call it would wrap.
-    current = registry.champion(tracking_uri, model_name)
-    if current is None or current[0] != str(version):
-        return
-    from mlflow import MlflowClient
-
-    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).delete_registered_model_alias(
-        model_name, registry.CHAMPION)
 
 
 def _unstamp_release(champion: dict) -> None:

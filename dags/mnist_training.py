@@ -21,6 +21,10 @@ from jfrog_provider.operators.artifactory import ArtifactoryPromoteOperator, Art
 from jfrog_provider.operators.xray import XrayScanGateOperator
 
 from include.assets import MNIST_CHAMPION, MNIST_DRIFT, MNIST_TRAINING_DATA
+from include.security import load_xray_policy
+
+# Policy as data (include/security/xray_policy.json): the threshold's default and the CVE allowlist.
+XRAY_POLICY = load_xray_policy()
 
 SEVERITIES = ["Critical", "High", "Medium", "Low"]
 
@@ -68,7 +72,10 @@ def _settings():
             0, type="integer", minimum=0, description="Cap on test images for quick runs (0 = all 10,000)."
         ),
         "severity_threshold": Param(
-            "High", type="string", enum=SEVERITIES, description="Xray findings at or above this block promotion."
+            XRAY_POLICY["severity_threshold"],
+            type="string",
+            enum=SEVERITIES,
+            description="Xray findings at or above this block promotion.",
         ),
         "xray_watches": Param(
             [], type="array", items={"type": "string"}, description="Xray watches that give the scan a policy context."
@@ -92,6 +99,7 @@ def mnist_training():
         from dataclasses import asdict
         from pathlib import Path
 
+        from include.mlops.model_scan import assert_safe_model_file
         from include.mnist.train import TrainConfig
         from include.mnist.train import train_model as train
 
@@ -99,7 +107,10 @@ def mnist_training():
         config = TrainConfig.from_params(params)
         output = _settings().run_dir(dag_id, run_id) / "model.pt"
         result = train(config, Path(dataset["data_dir"]), output, log=print)
+        # Scan the file we wrote before anything uploads or loads it: pickle opcodes against an allowlist.
+        model_scan = assert_safe_model_file(output)
         return {
+            "model_scan": model_scan.to_dict(),
             "model_path": result.model_path,
             "sha256": result.sha256,
             "config": config.to_dict(),
@@ -117,9 +128,11 @@ def mnist_training():
         """Accuracy, loss and per-class accuracy on the held-out test set."""
         from pathlib import Path
 
+        from include.mlops.model_scan import assert_safe_model_file
         from include.mnist.evaluate import evaluate_model as evaluate
 
         params, _, _ = _context()
+        assert_safe_model_file(trained["model_path"])  # a shared run directory may be written by others
         result = evaluate(
             Path(trained["model_path"]), _settings().data_dir, max_samples=params["max_test_samples"] or None
         )
@@ -132,11 +145,13 @@ def mnist_training():
         from pathlib import Path
 
         from include.mlops.lineage import code_version, package_versions
+        from include.mlops.model_scan import assert_safe_model_file
         from include.mlops.registry import DatasetRef, pinned_requirements, register_training_run
         from include.settings import REPO_ROOT
 
         params, dag_id, run_id = _context()
         settings = _settings()
+        assert_safe_model_file(trained["model_path"])
         datasets = [
             DatasetRef(name=f"mnist-{split}", source=str(Path(dataset["data_dir"]) / name), sha256=digest)
             for name, digest in sorted(dataset["digests"].items())
@@ -174,38 +189,76 @@ def mnist_training():
         }
 
     @task
-    def generate_sbom(trained: dict, registered: dict, published: dict) -> dict:
-        """CycloneDX 1.6 SBOM of the environment that trained the model, attached to MLflow and Artifactory."""
+    def generate_sbom(dataset: dict, trained: dict, evaluation: dict, registered: dict, published: dict) -> dict:
+        """CycloneDX 1.6 SBOM of the training environment plus the ML-BOM; both to MLflow and Artifactory."""
+        import json
         from pathlib import Path
 
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
+        from include.mlops.mlbom import build_mlbom, datasets_from_digests, write_mlbom
         from include.mlops.registry import log_artifact
         from include.mlops.sbom import generate_sbom as generate
+        from include.mnist.model import ARCHITECTURE
 
         _, dag_id, run_id = _context()
         settings = _settings()
-        sbom = generate(trained["python"], settings.run_dir(dag_id, run_id) / "sbom.cdx.json", settings.sbom_tool)
-        log_artifact(registered["tracking_uri"], registered["run_id"], Path(sbom.path), "sbom")
-        folder = published["path"].lstrip("/").rsplit("/", 1)[0]
-        uploaded = ArtifactoryHook().deploy_artifact(
-            sbom.path,
-            published["repo"],
-            f"{folder}/sbom.cdx.json",
-            properties={"model.version": registered["version"], "sbom.serial": sbom.serial_number},
+        run_dir = settings.run_dir(dag_id, run_id)
+        sbom = generate(trained["python"], run_dir / "sbom.cdx.json", settings.sbom_tool)
+        hook = ArtifactoryHook()
+        mlbom = write_mlbom(
+            run_dir / "mlbom.cdx.json",
+            build_mlbom(
+                model_name=registered["model_name"],
+                model_version=registered["version"],
+                model_sha256=trained["sha256"],
+                architecture=trained.get("architecture", ARCHITECTURE),
+                sbom=json.loads(Path(sbom.path).read_text()),
+                datasets=datasets_from_digests(dataset["digests"], dataset["data_dir"], dataset["counts"]),
+                metrics=evaluation,
+                mlflow_run_url=f"{registered['tracking_uri']}#/runs/{registered['run_id']}",
+                artifactory_url=hook.artifact_url(published["repo"], published["path"]),
+            ),
         )
-        print(f"SBOM {sbom.path}: {sbom.components} components in {sbom.seconds}s, serial {sbom.serial_number}")
-        return {**sbom.to_dict(), "artifactory_path": f"{uploaded.repo}/{uploaded.path}"}
+        folder = published["path"].lstrip("/").rsplit("/", 1)[0]
+        uploaded = {}
+        for name, path, serial in (("sbom", sbom.path, sbom.serial_number), ("mlbom", mlbom.path, mlbom.serial_number)):
+            log_artifact(registered["tracking_uri"], registered["run_id"], Path(path), "sbom")
+            result = hook.deploy_artifact(
+                path,
+                published["repo"],
+                f"{folder}/{Path(path).name}",
+                properties={"model.version": registered["version"], f"{name}.serial": serial},
+            )
+            uploaded[name] = f"{result.repo}/{result.path}"
+        print(f"SBOM {sbom.path}: {sbom.components} components in {sbom.seconds}s; ML-BOM {mlbom.path}")
+        return {
+            **sbom.to_dict(),
+            "artifactory_path": uploaded["sbom"],
+            "mlbom": {**mlbom.to_dict(), "artifactory_path": uploaded["mlbom"]},
+        }
 
     @task(outlets=[MNIST_CHAMPION])
     def promote_model(
-        trained: dict, registered: dict, evaluation: dict, published: dict, sbom: dict, scan: dict
+        dataset: dict, trained: dict, registered: dict, evaluation: dict, published: dict, sbom: dict, scan: dict
     ) -> dict:
         """Runs only after the Xray gate passed; moves `champion` when the model gates pass too."""
+        import json
+        from pathlib import Path
+
         from airflow.sdk.exceptions import AirflowFailException
+        from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
         from include.mlops import gates, registry
+        from include.mlops.evidence import (
+            build_lineage,
+            evidence_properties,
+            runtime_purls_of,
+            write_evidence_pack,
+        )
         from include.mlops.files import write_json
+        from include.mlops.lineage import code_version
+        from include.settings import REPO_ROOT
 
         params, dag_id, run_id = _context()
         uri, name, version = registered["tracking_uri"], registered["model_name"], registered["version"]
@@ -239,8 +292,51 @@ def mnist_training():
                 "artifactory.sha256": published["sha256"],
             },
         )
+        # The evidence pack goes next to the model before any alias moves, whatever the decision.
+        run_dir = _settings().run_dir(dag_id, run_id)
+        mlbom_doc = json.loads(Path(sbom["mlbom"]["path"]).read_text())
+        lineage = build_lineage(
+            dataset_digests=dataset["digests"],
+            dag_id=dag_id,
+            run_id=run_id,
+            mlflow_run_id=registered["run_id"],
+            model_name=name,
+            model_version=version,
+            artifactory_repo=published["repo"],
+            artifactory_path=published["path"],
+            model_sha256=published["sha256"],
+            sbom_serial=sbom["serial_number"],
+            sbom_sha256=sbom["sha256"],
+            mlbom_serial=sbom["mlbom"]["serial_number"],
+            model_scan=trained["model_scan"],
+            xray_verdict=scan,
+            decision=decision.to_dict(),
+            runtime_purls=runtime_purls_of(mlbom_doc),
+            code_version=code_version(REPO_ROOT),
+        )
+        pack = write_evidence_pack(
+            run_dir / "evidence",
+            sbom_path=Path(sbom["path"]),
+            mlbom=mlbom_doc,
+            model_scan=trained["model_scan"],
+            xray_verdict=scan,
+            decision=decision.to_dict(),
+            metrics=evaluation,
+            lineage=lineage,
+        )
+        hook = ArtifactoryHook()
+        folder = published["path"].lstrip("/").rsplit("/", 1)[0]
+        for file_name in sorted(pack.files) + [Path(pack.manifest).name]:
+            hook.deploy_artifact(
+                Path(pack.directory) / file_name, published["repo"], f"{folder}/evidence/{file_name}",
+                properties={"model.version": version},
+            )
+        hook.set_item_properties(
+            published["repo"], published["path"].lstrip("/"), evidence_properties(lineage, sbom["artifactory_path"])
+        )
+        registry.set_version_tags(uri, name, version, {"evidence.path": f"{published['repo']}/{folder}/evidence/"})
         write_json(
-            _settings().run_dir(dag_id, run_id) / "release.json",
+            run_dir / "release.json",
             {
                 "mlflow": registered,
                 "test_accuracy": evaluation["accuracy"],
@@ -285,14 +381,15 @@ def mnist_training():
             "dataset.sha256": "{{ ti.xcom_pull(task_ids='validate_data', key='digests').values() | join(',') }}",
         },
     )
-    sbom = generate_sbom(trained, registered, published.output)
+    sbom = generate_sbom(dataset, trained, evaluation, registered, published.output)
     scan = XrayScanGateOperator(
         task_id="scan_model",
         sbom_path=sbom["path"],
         watches="{{ params.xray_watches | join(',') }}",
         severity_threshold="{{ params.severity_threshold }}",
+        allowlist=XRAY_POLICY["allowlist"],
     )
-    promoted = promote_model(trained, registered, evaluation, published.output, sbom, scan.output)
+    promoted = promote_model(dataset, trained, registered, evaluation, published.output, sbom, scan.output)
     # Copy the champion from the staging repo to the release repo; idempotent, so a retry re-stamps only.
     promoted >> ArtifactoryPromoteOperator(
         task_id="release_model",

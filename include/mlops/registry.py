@@ -183,6 +183,17 @@ def pinned_requirements(*packages: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
+def demote(tracking_uri: str, model_name: str, version: str) -> bool:
+    """Remove `champion` if it still points at `version` (a newer champion is left alone); True if removed."""
+    current = champion(tracking_uri, model_name)
+    if current is None or current[0] != str(version):
+        return False
+    client = _client(tracking_uri)
+    client.delete_registered_model_alias(model_name, CHAMPION)
+    client.set_model_version_tag(model_name, version, "promoted", "false")
+    return True
+
+
 def _version_of_run(client, model_name: str, run_id: str):
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     return max(versions, key=lambda v: int(v.version)) if versions else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -153,6 +154,11 @@ def validate_cyclonedx(doc: dict[str, Any], source: str = "SBOM") -> None:
     error = next(iter(sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))))
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
     raise SbomError(f"{source}: not valid CycloneDX {SPEC_VERSION} at {where}: {error.message[:300]}")
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503 normalised distribution name, as SBOM components and requirements are compared."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def library_purls(doc: dict[str, Any]) -> list[str]:

@@ -11,6 +11,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_RUN = {"max_train_samples": 4000, "max_test_samples": 1000, "min_accuracy": 0.5, "epochs": 2}
 
 
+def release_digests(release: dict) -> list[str]:
+    """The dataset digests recorded in the run's evidence pack."""
+    lineage = json.loads((Path(release["sbom"]["path"]).parent / "evidence" / "lineage.json").read_text())
+    return [d["sha256"] for d in lineage["datasets"]]
+
+
 def _release(home: Path, run_id: str) -> dict:
     from include.settings import safe_name
 
@@ -23,6 +29,7 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     from jfrog_provider.hooks.artifactory import ArtifactoryHook
     from mlflow import MlflowClient
 
+    from include.mlops.evidence import champion_query, properties_of
     from include.mlops.sbom import validate_cyclonedx
     from include.mnist.data import sha256_file
     from include.settings import PipelineSettings
@@ -48,6 +55,18 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert ArtifactoryHook().get_file_info("ml-models-release", published["path"].lstrip("/"))["checksums"][
         "sha256"
     ] == stored["checksums"]["sha256"]
+
+    # Evidence pack beside the model, and one AQL query from champion to its data and dependencies.
+    folder = published["path"].lstrip("/").rsplit("/", 1)[0]
+    lineage_info = ArtifactoryHook().get_file_info(published["repo"], f"{folder}/evidence/lineage.json")
+    assert lineage_info["checksums"]["sha256"]
+    rows = ArtifactoryHook().search_aql(champion_query("ml-models-release"))
+    assert len(rows) == 1
+    props = properties_of(rows[0])
+    assert props["model.version"] == [version]
+    assert props["sbom.serial"] == [release["sbom"]["serial_number"]]
+    assert set(props["dataset.sha256"]) >= set(release_digests(release))
+    assert any(p.startswith("pkg:pypi/torch@") for p in props["model.dependency"])
 
     sbom = json.loads(Path(release["sbom"]["path"]).read_text())
     validate_cyclonedx(sbom)

@@ -1,0 +1,143 @@
+"""The drift DAG with dag.test(): a clean day skips, a drifted day emits one event, reruns change nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"reference_size": 2000}
+
+
+def _champion(home: Path) -> str:
+    """Register a seeded, untrained fast99 CNN as `champion`: the DAG only needs the weights and the alias."""
+    import torch
+    from mlflow import MlflowClient
+
+    from include.mlops.registry import CHAMPION, ensure_experiment
+    from include.mnist.model import build_model
+    from include.mnist.train import save_state_dict
+    from include.settings import PipelineSettings
+
+    settings = PipelineSettings.from_env()
+    torch.manual_seed(0)
+    weights = home / "seed-model" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    save_state_dict(build_model(), weights)
+    client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    experiment = ensure_experiment(settings.mlflow_tracking_uri, settings.experiment_name, settings.mlflow_artifact_root)
+    run = client.create_run(experiment)
+    client.log_artifact(run.info.run_id, str(weights), artifact_path="state_dict")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(settings.model_name)
+    version = client.create_model_version(settings.model_name, f"{run.info.artifact_uri}/state_dict", run.info.run_id)
+    client.set_registered_model_alias(settings.model_name, CHAMPION, version.version)
+    return run.info.run_id
+
+
+def _land(home: Path, scenario: str, name: str, seed: int) -> Path:
+    from include.mnist.batches import make_batch, write_batch
+    from include.mnist.data import load_split
+    from include.settings import DEFAULT_DATA_DIR
+
+    test = load_split(DEFAULT_DATA_DIR, "test")
+    images, labels = make_batch(test.images, test.labels, scenario, size=600, seed=seed)
+    return write_batch(home / "landing", images, labels, name)
+
+
+def _states(run) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for ti in run.get_task_instances():
+        states.setdefault(ti.task_id, ti.state)
+    return states
+
+
+def _events(dag_id: str = "mnist_drift") -> list:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(
+            session.scalars(
+                select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id).where(AssetModel.name == "mnist_drift_detected")
+            ).all()
+        )
+
+
+@pytest.mark.e2e
+def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db, mlops_home):
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow import MlflowClient
+
+    from include.settings import PipelineSettings, safe_name
+
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mnist_drift.py")).dags["mnist_drift"]
+    settings = PipelineSettings.from_env()
+    model_run = _champion(mlops_home)
+    before = len(_events())
+
+    # Day 1: a clean batch and two bad files. The clean one is measured, the bad ones quarantined, no event.
+    _land(mlops_home, "clean", "day1-clean", seed=1)
+    np.savez(mlops_home / "landing" / "day1-float.npz", images=np.zeros((4, 28, 28), np.float32))
+    (mlops_home / "landing" / "day1-notes.txt").write_text("not a batch")
+    clean = dag.test(run_conf=SMALL)
+    states = _states(clean)
+    assert states["measure_batch"] == "success", states
+    assert states["report_history"] == "success", states
+    assert states["decide_retrain"] == "skipped", states
+    assert len(_events()) == before
+    quarantine = mlops_home / "drift" / "quarantine"
+    reasons = {json.loads(p.read_text())["file"]: json.loads(p.read_text())["reason"] for p in quarantine.glob("*.reason.json")}
+    assert "must be uint8" in reasons["day1-float.npz"] and "format" in reasons["day1-notes.txt"]
+    assert list((mlops_home / "landing").iterdir()) == []
+
+    summary = json.loads((mlops_home / "runs" / "mnist_drift" / safe_name(clean.run_id) / "drift.json").read_text())
+    (day1,) = summary["batches"]
+    assert day1["drift_detected"] is False
+    assert Path(day1["html_path"]).exists() and Path(day1["json_path"]).exists()
+    assert Path(summary["history"]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The reference profile was built once for the champion version and stored with its MLflow run.
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    stored = {a.path for a in client.list_artifacts(model_run, "drift_reference")}
+    assert {"drift_reference/profile.npz", "drift_reference/profile.json"} <= stored
+    drift_runs = client.search_runs(
+        [client.get_experiment_by_name("mnist-drift").experiment_id],
+        filter_string=f"tags.`drift.batch_sha256` = '{day1['sha256']}'",
+    )
+    assert len(drift_runs) == 1
+    assert {a.path for a in client.list_artifacts(drift_runs[0].info.run_id, "evidently")} >= {
+        "evidently/drift_report.html", "evidently/drift_report.json", "evidently/classification_report.html",
+    }
+
+    # Day 2: an inverted batch drifts; the event is emitted once, with the facts as extras.
+    _land(mlops_home, "inversion", "day2-inverted", seed=2)
+    drifted = dag.test(run_conf=SMALL)
+    assert _states(drifted)["decide_retrain"] == "success"
+    events = _events()
+    assert len(events) == before + 1
+    assert events[-1].extra["batches"] == ["day2-inverted"]
+    alerts = (mlops_home / "alerts" / "drift.jsonl").read_text().splitlines()
+    assert any(json.loads(a)["kind"] == "drift" and "retrain scheduled" in json.loads(a)["message"] for a in alerts)
+
+    # Day 3: drift again inside the cooldown: recorded and alerted, but no second retrain request.
+    _land(mlops_home, "noise", "day3-noise", seed=3)
+    storm = dag.test(run_conf=SMALL)
+    assert _states(storm)["decide_retrain"] == "skipped"
+    assert len(_events()) == before + 1
+    records = [json.loads(p.read_text()) for p in (mlops_home / "drift" / "processed").glob("*.json")]
+    noise = next(r for r in records if r["batch"]["name"] == "day3-noise")
+    assert noise["drift_detected"] is True and noise["signal"]["action"] == "cooldown"
+
+    # The same bytes sent again are quarantined as a duplicate, never measured a second time.
+    _land(mlops_home, "clean", "day4-resent", seed=1)
+    processed = sorted(p.name for p in (mlops_home / "drift" / "processed").iterdir())
+    resent = dag.test(run_conf=SMALL)
+    assert _states(resent)["measure_batch"] == "skipped"
+    assert sorted(p.name for p in (mlops_home / "drift" / "processed").iterdir()) == processed
+    assert any("duplicate" in json.loads(p.read_text())["reason"] for p in quarantine.glob("day4-resent*.reason.json"))
+    assert len(_events()) == before + 1
