@@ -131,7 +131,7 @@ def mnist_drift():
         import numpy as np
 
         from include.mlops.drift import build_reference_profile, save_profile
-        from include.mlops.drift_mlflow import champion_model, log_reference
+        from include.mlops.registry import champion_model, log_reference
         from include.mnist.data import load_split
 
         params = get_current_context()["params"]
@@ -170,9 +170,9 @@ def mnist_drift():
         from pathlib import Path
 
         from include.mlops.drift import CATEGORICAL, batch_features, load_batch, load_profile, write_reports
-        from include.mlops.drift_mlflow import log_batch_run
         from include.mlops.drift_stats import decide, summarize_reference
         from include.mlops.files import write_json
+        from include.mlops.registry import log_batch_run
 
         ctx = get_current_context()
         store, settings = _store(), _settings()

@@ -1,4 +1,4 @@
-"""Print where each result of a local pipeline run is: MLflow, Artifactory, SBOM, Xray, drift report."""
+"""Print where each result of a local pipeline run is: MLflow, Artifactory, SBOM, Xray, drift days, retrain."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import argparse
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -17,8 +20,11 @@ from include.settings import PipelineSettings  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--training-run", required=True)
-    parser.add_argument("--drift-run", required=True)
+    parser.add_argument("--drift-run", required=True, action="append", help="one per drift day, in order")
     parser.add_argument("--airflow-url", default="http://127.0.0.1:8080")
+    parser.add_argument(
+        "--clear-queued-retrain", action="store_true", help="after showing it, clear the retrain the drift event queued"
+    )
     args = parser.parse_args()
     settings = PipelineSettings.from_env()
 
@@ -33,7 +39,7 @@ def main() -> None:
         print(f"MLflow run           {mlflow['run_id']} (experiment {mlflow['experiment_id']})")
         print(f"Model version        {mlflow['model_name']} v{mlflow['version']}  test accuracy {release['test_accuracy']:.4f}")
         print(f"Artifactory          {art['repo']}/{art['path'].lstrip('/')}  sha256 {art['sha256']}")
-        print(f"                     {art['download_uri']}")
+        print(f"                     {art.get('download_uri', '')}")
         print(f"SBOM                 {sbom['path']}  ({sbom['components']} components, {sbom['serial_number']})")
         print(f"                     Artifactory {sbom['artifactory_path']}")
         print(f"Xray verdict         scan {xray['scan_id']}: {xray['counts']} "
@@ -43,20 +49,74 @@ def main() -> None:
         print("Blocked or failed    no release manifest: promote_model did not run (a gate failed; see the log of")
         print("                     the failed task above, e.g. scan_model names the CVE, component and threshold)")
 
-    drift_file = settings.run_dir("mnist_drift", args.drift_run) / "drift.json"
-    print("\n=== mnist_drift", args.drift_run)
-    print_task_durations("mnist_drift", args.drift_run)
-    if drift_file.exists():
-        drift = json.loads(drift_file.read_text())
-        print(f"Batch                {drift['batch']['path']}")
-        print(f"Drift                {'DRIFT' if drift['drift_detected'] else 'no drift'}: "
-              f"{drift['drifted_columns']}/{drift['total_columns']} features (threshold share {drift['threshold']})")
-        print(f"Drift report         {drift['html_path']}")
-        print(f"                     {drift['json_path']}")
-    else:
-        print(f"no drift summary at {drift_file}")
+    history = None
+    for drift_run in args.drift_run:
+        history = print_drift_day(settings, drift_run) or history
+    if history:
+        print(f"\nDrift history        {history['html']}")
+        print(f"                     plot {history['png']}  table {history['csv']}")
+    print_retrain(args.airflow_url, args.drift_run[-1], args.clear_queued_retrain)
     print(f"\nAirflow UI           {args.airflow_url}  (only while Airflow runs: scripts/pipeline --keep-running)")
     print(f"MLflow UI            mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+
+
+def print_drift_day(settings: PipelineSettings, run_id: str) -> dict | None:
+    """What one mnist_drift run measured and decided; returns the history's paths."""
+    run_dir = settings.run_dir("mnist_drift", run_id)
+    print("\n=== mnist_drift", run_id)
+    print_task_durations("mnist_drift", run_id)
+    drift_file = run_dir / "drift.json"
+    if not drift_file.exists():
+        print(f"no drift summary at {drift_file} (no batch landed, or the run failed)")
+        return None
+    summary = json.loads(drift_file.read_text())
+    for batch in summary["batches"]:
+        verdict = "DRIFT" if batch["drift_detected"] else "no drift"
+        print(f"Batch                {batch['batch']}  sha256 {batch['sha256'][:12]}")
+        print(f"Drift                {verdict}: {len(batch['drifted_columns'])}/{batch['total_columns']} features "
+              f"(share {batch['drift_share']:.2f}, threshold {batch['threshold']}) {batch['drifted_columns']}")
+        print(f"Evidently report     {batch['html_path']}")
+        print(f"                     {batch['json_path']}  (MLflow run {batch['mlflow_run_id']})")
+    decision_file = run_dir / "decision.json"
+    if decision_file.exists():
+        decision = json.loads(decision_file.read_text())
+        print(f"Retrain decision     {decision['action']}: {decision['reason']}")
+    quarantine = settings.home / "drift" / "quarantine"
+    if quarantine.is_dir() and any(quarantine.glob("*.reason.json")):
+        print(f"Quarantine           {quarantine} ({len(list(quarantine.glob('*.reason.json')))} files with reasons)")
+    return summary["history"]
+
+
+def print_retrain(airflow_url: str, drift_run: str, clear: bool) -> None:
+    """The drift Asset event of the drifted day and the mnist_training run it queued, from Airflow's REST API."""
+    query = urllib.parse.urlencode({"source_dag_id": "mnist_drift", "source_run_id": drift_run})
+    events = _api(airflow_url, f"/api/v2/assets/events?{query}")
+    queued = _api(airflow_url, "/api/v2/dags/mnist_training/assets/queuedEvents")
+    if events is None or queued is None:
+        print("Retrain              Airflow API unavailable: run scripts/pipeline --keep-running to inspect it")
+        return
+    for event in events.get("asset_events", []):
+        print(f"Drift Asset event    {event.get('uri') or event.get('name')} at {event['timestamp']} extra {event.get('extra')}")
+    rows = queued.get("queued_events", [])
+    if rows:
+        print(f"Retrain scheduled    mnist_training queued by {len(rows)} asset event(s) since {rows[0]['created_at']}")
+        if clear:
+            _api(airflow_url, "/api/v2/dags/mnist_training/assets/queuedEvents", method="DELETE")
+            print("                     cleared after showing it, so no training outlives this script")
+    else:
+        print("Retrain              nothing queued for mnist_training")
+
+
+def _api(base: str, path: str, method: str = "GET") -> dict | None:
+    request = urllib.request.Request(base.rstrip("/") + path, method=method, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        if isinstance(exc, urllib.error.HTTPError) and exc.code == 404:
+            return {}
+        return None
+    return json.loads(body) if body else {}
 
 
 def print_task_durations(dag_id: str, run_id: str) -> None:

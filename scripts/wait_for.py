@@ -42,7 +42,8 @@ def wait_run(dag_id: str, run_id: str, deadline: float) -> None:
     last = ""
     while True:
         state = _airflow("dags", "state", dag_id, run_id).strip().splitlines()
-        state_word = state[-1].strip() if state else ""
+        # `airflow dags state` appends the run's conf ("success, {...}") when the run has one.
+        state_word = state[-1].split(",")[0].strip() if state else ""
         if state_word != last:
             print(f"{dag_id} {run_id}: {state_word}", flush=True)
             last = state_word

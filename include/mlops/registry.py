@@ -223,3 +223,85 @@ def _now_ms() -> int:
 
     return int(time.time() * 1000)
 
+
+# -- drift monitoring: the champion it measures against, its reference profile, one run per batch --
+
+BATCH_TAG = "drift.batch_sha256"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model version drift is measured against, and its weights on local disk."""
+
+    version: str
+    run_id: str
+    state_dict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able copy for XCom."""
+        return asdict(self)
+
+
+def champion_model(tracking_uri: str, model_name: str, download_dir: Path) -> Champion | None:
+    """The `champion` version and its state dict (downloaded once per version); None when there is none."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    target = download_dir / f"v{version.version}"
+    files = sorted(target.rglob("*.pt")) if target.exists() else []
+    if not files:
+        local = download_artifacts(run_id=version.run_id, artifact_path="state_dict", dst_path=str(target), tracking_uri=tracking_uri)
+        files = sorted(Path(local).rglob("*.pt"))
+    if not files:
+        raise FileNotFoundError(f"run {version.run_id} of {model_name} v{version.version} has no state_dict/*.pt artifact")
+    return Champion(version=str(version.version), run_id=str(version.run_id), state_dict=str(files[0]))
+
+
+def log_reference(tracking_uri: str, run_id: str, directory: Path) -> str:
+    """Store the reference profile with the model version's run, under `drift_reference/`."""
+    client = _client(tracking_uri)
+    client.log_artifacts(run_id, str(directory), artifact_path="drift_reference")
+    return f"{client.get_run(run_id).info.artifact_uri}/drift_reference"
+
+
+def log_batch_run(
+    *,
+    tracking_uri: str,
+    experiment_name: str,
+    artifact_root: Path,
+    batch_sha256: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    files: Sequence[Path],
+) -> str:
+    """One MLflow run per batch, found again by its sha256 tag, so a retry updates the same run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(tracking_uri)
+    experiment_id = ensure_experiment(tracking_uri, experiment_name, artifact_root)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{BATCH_TAG}` = '{batch_sha256}'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags={BATCH_TAG: batch_sha256}).info.run_id
+    # Params are immutable in MLflow: a retry logs only those the first try did not.
+    existing = client.get_run(run_id).data.params
+    new_params = [Param(k, str(v)) for k, v in sorted(params.items()) if k not in existing]
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in sorted(metrics.items())],
+        params=new_params,
+        tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())],
+    )
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="evidently")
+    client.set_terminated(run_id)
+    return run_id
+
