@@ -29,9 +29,23 @@ def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the contract server in its own process; return it and its URL."""
     url_file = state / "url.txt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "include.jfrog_compat.server", "--state-dir", str(state / "srv"), "--port", "0",
-         "--token", TOKEN, "--url-file", str(url_file)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "include.jfrog_compat.server",
+            "--state-dir",
+            str(state / "srv"),
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--url-file",
+            str(url_file),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while not url_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -48,17 +62,34 @@ def refresh(path: Path) -> None:
 
 def stats(url: str) -> dict[str, int]:
     """Server-side counters (connections accepted, body bytes received)."""
-    out = subprocess.run(["curl", "-sS", "-H", f"Authorization: Bearer {TOKEN}", f"{url}/_compat/stats"],
-                         check=True, capture_output=True)
+    out = subprocess.run(
+        ["curl", "-sS", "-H", f"Authorization: Bearer {TOKEN}", f"{url}/_compat/stats"],
+        check=True,
+        capture_output=True,
+    )
     return json.loads(out.stdout)
 
 
 def curl_upload(url: str, path: Path, target: str) -> float:
     """One `curl -T` PUT; return curl's own time_total (excludes process start, like the in-process hook)."""
     out = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-T", str(path),
-         "-H", f"Authorization: Bearer {TOKEN}", f"{url}/artifactory/{REPO}/{target}"],
-        check=True, capture_output=True, text=True)
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{time_total}",
+            "-T",
+            str(path),
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            f"{url}/artifactory/{REPO}/{target}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     code, seconds = out.stdout.split()
     if code != "201":
         raise RuntimeError(f"curl upload answered {code}")
@@ -87,7 +118,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-upload-"))
     proc, url = start_server(tmp)
     try:
-        os.environ["AIRFLOW_CONN_JFROG_DEFAULT"] = json.dumps({"conn_type": "jfrog", "host": url, "password": TOKEN})
+        os.environ["AIRFLOW_CONN_JFROG_DEFAULT"] = json.dumps(
+            {"conn_type": "jfrog", "host": url, "password": TOKEN}
+        )
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
         files = {"200MB": tmp / "big.bin", "1MB": tmp / "small.bin"}
@@ -133,16 +166,22 @@ def main() -> int:
             fresh.deploy_artifact(f, REPO, f"bench/many/f{i}.json")
         connections = stats(url)["connections_accepted"] - before - 1  # minus the stats call's own connection
 
-        print(f"\nUpload benchmark on 127.0.0.1 (server in a subprocess), median of runs; {os.cpu_count()} CPUs")
+        print(
+            f"\nUpload benchmark on 127.0.0.1 (server in a subprocess), median of runs; {os.cpu_count()} CPUs"
+        )
         print(f"{'file':>7} | {'curl -T s':>10} | {'hook s':>8} | {'hook/curl':>9} | {'goal':>6} | ok")
         print("-" * 60)
         for label, c, h, ratio, goal, _ct, _ht in rows:
-            print(f"{label:>7} | {c:10.4f} | {h:8.4f} | {ratio:8.2f}x | {goal:5.2f}x | {'yes' if ratio <= goal else 'NO'}")
+            print(
+                f"{label:>7} | {c:10.4f} | {h:8.4f} | {ratio:8.2f}x | {goal:5.2f}x | {'yes' if ratio <= goal else 'NO'}"
+            )
         print("-" * 60)
         for label, _, _, _, _, ct, ht in rows:
             print(f"  {label} runs: curl {[round(x, 4) for x in ct]} hook {[round(x, 4) for x in ht]}")
-        print(f"U2 re-publish unchanged {big_label}: {republish_bytes} body bytes sent "
-              f"(goal 0), checksum_deployed={again.checksum_deployed}, {republish_s:.3f} s")
+        print(
+            f"U2 re-publish unchanged {big_label}: {republish_bytes} body bytes sent "
+            f"(goal 0), checksum_deployed={again.checksum_deployed}, {republish_s:.3f} s"
+        )
         print(f"U3 20 small files, one hook: {connections} TCP connection(s) accepted by the server (goal 1)")
         ok = all(r[3] <= r[4] for r in rows) and republish_bytes == 0 and connections == 1
         return 0 if ok else 1

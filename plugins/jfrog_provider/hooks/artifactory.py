@@ -58,78 +58,33 @@ class DeployResult:
 
 
 def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
-    """Hash a file once, feeding SHA-256, SHA-1 and MD5 from the same read."""
+    """Hash a file once: each block read feeds SHA-256 here and SHA-1 and MD5 on two worker threads."""
     sha256, sha1, md5 = hashlib.sha256(), hashlib.sha1(), hashlib.md5()
+    # hashlib drops the GIL on large buffers, so the three digests of one block run on separate cores:
+    # the pass costs about the slowest digest (MD5) instead of the sum of all three (perf goal U1).
+    queues = [queue.Queue(maxsize=8) for _ in range(2)]
+
+    def drain(q: queue.Queue, digest: Any) -> None:
+        while (block := q.get()) is not None:
+            digest.update(block)
+
+    workers = [threading.Thread(target=drain, args=(q, d), daemon=True) for q, d in zip(queues, (sha1, md5), strict=True)]
+    for worker in workers:
+        worker.start()
     size = 0
-    with open(local_path, "rb") as fh:
-        while chunk := fh.read(_READ_CHUNK):
-            sha256.update(chunk)
-            sha1.update(chunk)
-            md5.update(chunk)
-            size += len(chunk)
+    try:
+        with open(local_path, "rb", buffering=0) as fh:
+            while block := fh.read(_READ_CHUNK):
+                for q in queues:
+                    q.put(block)  # bytes are immutable: sharing one block between threads is safe
+                sha256.update(block)
+                size += len(block)
+    finally:
+        for q in queues:
+            q.put(None)
+        for worker in workers:
+            worker.join()
     return FileChecksums(sha256.hexdigest(), sha1.hexdigest(), md5.hexdigest(), size)
-
-
-def _sha256_file(local_path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(local_path, "rb", buffering=0) as fh:
-        buf = bytearray(_READ_CHUNK)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
-
-class _HashingReader:
-    """File body for requests that hashes what it hands out; `__len__` makes requests send Content-Length."""
-
-    def __init__(self, local_path: str | os.PathLike[str], size: int, algorithms: Sequence[str]) -> None:
-        self._fh = open(local_path, "rb", buffering=0)  # noqa: SIM115 - closed by _request after each attempt
-        self._size = size
-        self._names = list(algorithms)
-        self._hashes = [hashlib.new(name) for name in algorithms]
-        self.sent = 0
-        # hashlib drops the GIL on large buffers: a worker hashes block k while the socket sends it, so
-        # SHA-1 and MD5 add little wall time to the upload when a second core is free (perf goal U1)
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._worker: threading.Thread | None = None
-        if self._hashes:
-            self._worker = threading.Thread(target=self._hash_loop, name="deploy-hash", daemon=True)
-            self._worker.start()
-
-    def _hash_loop(self) -> None:
-        while (block := self._queue.get()) is not None:
-            for h in self._hashes:
-                h.update(block)
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        """Next block (the session's adapter asks for 1 MiB), hashed on the way out."""
-        # never more than the announced Content-Length, even if the file grew meanwhile
-        left = self._size - self.sent
-        data = self._fh.read(left if n is None or n < 0 else min(n, left)) if left > 0 else b""
-        if data and self._worker is not None:
-            self._queue.put(data)  # bytes are immutable: sharing the block with the worker is safe
-        self.sent += len(data)
-        return data
-
-    def hexdigests(self) -> dict[str, str]:
-        """Digests of the bytes read so far (waits for the worker)."""
-        self._stop()
-        return {name: h.hexdigest() for name, h in zip(self._names, self._hashes, strict=True)}
-
-    def _stop(self) -> None:
-        if self._worker is not None:
-            self._queue.put(None)
-            self._worker.join()
-            self._worker = None
-
-    def close(self) -> None:
-        """Close the file and let the worker finish."""
-        self._fh.close()
-        self._stop()
 
 
 def quote_build_segment(value: str | int) -> str:
@@ -197,42 +152,23 @@ class ArtifactoryHook(JFrogHook):
                         checksum_deploy_min_size: int = CHECKSUM_DEPLOY_MIN_SIZE) -> DeployResult:
         """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT with checksum headers."""
         url_path = quote_repo_path(repo, target_path) + matrix_params(properties)
-        size = os.path.getsize(local_path)
-        if size < checksum_deploy_min_size:
-            # contract A5: no checksum-deploy try; all three sums up front so the server verifies each (A3)
-            sums = file_checksums(local_path)
-            headers = {"X-Checksum-Sha256": sums.sha256, "X-Checksum-Sha1": sums.sha1, "X-Checksum-Md5": sums.md5}
-            if sums.size == 0:  # requests would switch an empty file object to chunked encoding
-                resp = self._request("PUT", url_path, headers=headers, data=b"")
+        # Contract A5 step 1: SHA-256, SHA-1 and MD5 from one read, before any byte is sent.
+        sums = file_checksums(local_path)
+        headers = {"X-Checksum-Sha256": sums.sha256, "X-Checksum-Sha1": sums.sha1, "X-Checksum-Md5": sums.md5}
+        if sums.size >= checksum_deploy_min_size:
+            try:
+                resp = self._request("PUT", url_path, data=b"", headers={**headers, "X-Checksum-Deploy": "true"})
+            except JFrogApiError as exc:
+                if exc.status != 404:  # contract A4: unknown checksum → 404, then upload the bytes
+                    raise
             else:
-                resp = self._request("PUT", url_path, headers=headers,
-                                     data_opener=lambda: open(local_path, "rb"))  # noqa: SIM115 - closed per attempt
-            return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=False)
-        # Contract A4 needs a checksum before any byte is sent: SHA-256 alone is enough (frogml sends only it)
-        # and is the strongest. SHA-1 and MD5 are then computed while the same bytes stream out (A5 step 4),
-        # in the read pass that uploads them rather than in an extra pass before it (perf goal U1).
-        sha256 = _sha256_file(local_path)
-        try:
-            resp = self._request("PUT", url_path, data=b"",
-                                 headers={"X-Checksum-Sha256": sha256, "X-Checksum-Deploy": "true"})
-        except JFrogApiError as exc:
-            if exc.status != 404:  # contract A4: unknown checksum → 404, then upload the bytes
-                raise
+                return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=True)
+        if sums.size == 0:  # requests would switch an empty file object to chunked encoding
+            resp = self._request("PUT", url_path, headers=headers, data=b"")
         else:
-            # same SHA-256 means same bytes: SHA-1/MD5 are the stored content's (sha256 re-checked below)
-            stored = self._json(resp, url_path).get("checksums") or {}
-            sums = FileChecksums(sha256, str(stored.get("sha1") or ""), str(stored.get("md5") or ""), size)
-            return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=True)
-        readers: list[_HashingReader] = []
-
-        def opener() -> _HashingReader:
-            readers.append(_HashingReader(local_path, size, ("sha1", "md5")))  # fresh digests per attempt
-            return readers[-1]
-
-        # the server checks X-Checksum-Sha256 against the bytes it received and refuses a mismatch (409, A3)
-        resp = self._request("PUT", url_path, headers={"X-Checksum-Sha256": sha256}, data_opener=opener)
-        streamed = readers[-1].hexdigests()
-        sums = FileChecksums(sha256, streamed["sha1"], streamed["md5"], readers[-1].sent)
+            # One streamed PUT; the server checks every X-Checksum-* against the bytes it got (409 on mismatch, A3).
+            resp = self._request("PUT", url_path, headers=headers,
+                                 data_opener=lambda: open(local_path, "rb"))  # noqa: SIM115 - closed per attempt
         return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=False)
 
     def _deploy_result(self, resp: requests.Response, url_path: str, repo: str, target_path: str,
