@@ -47,8 +47,9 @@ def test_training_params_form_is_typed(dagbag):
     for name in ("epochs", "batch_size", "learning_rate", "seed", "min_accuracy", "max_train_samples"):
         schema = params.get_param(name).schema
         assert schema.get("type") in {"integer", "number"}, f"param {name} is untyped: {schema}"
-    with pytest.raises(Exception, match="less than the minimum of 1"):
-        params.get_param("epochs").resolve(value=0, suppress_exception=False)
+    with pytest.raises(Exception, match="less than the minimum of 0"):
+        params.get_param("epochs").resolve(value=-1, suppress_exception=False)
+    assert params.get_param("preset").schema["enum"] == ["fast", "quality"]
 
 
 def test_training_chain_order(dagbag):
