@@ -1,4 +1,4 @@
-"""Train the fast99 CNN on verified MNIST with the whole data set resident in memory."""
+"""Train an MNIST CNN on verified data with the whole data set resident on the device (CPU or CUDA)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,37 @@ import io
 import math
 import os
 import pickle
+import platform
 import random
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.deterministic
+from torch import nn
 
 from include.mnist.data import load_split
-from include.mnist.model import MnistCNN, build_model, count_parameters, normalize
+from include.mnist.model import ARCHITECTURE, build_model, count_parameters, normalize
 
 _DEVICE_NAMES = ("auto", "cpu", "cuda")
+# Key under which a non-default architecture is stored in the saved state dict, as a uint8 tensor of its
+# name: every value stays a tensor, so weights_only loading accepts the file and tools that walk a state
+# dict still work. fast99 files carry no such key: the same format older releases wrote and read.
+ARCHITECTURE_KEY = "_meta.architecture"
+# Eager steps before CUDA-graph capture: lets autograd, cuBLAS/cuDNN and the optimizer state allocate.
+_GRAPH_WARMUP_STEPS = 3
+# Fused Adam on CPU: same accuracy, one kernel per update instead of ~10 foreach ops (a switch for benches).
+_CPU_FUSED_ADAM = True
 
 
 class ModelFileError(ValueError):
-    """A model file is not a loadable MnistCNN state dict; the message names the file."""
+    """A model file is not a loadable MNIST state dict; the message names the file."""
 
 
 def _is_int(value: object) -> bool:
@@ -34,25 +45,89 @@ def _is_int(value: object) -> bool:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters; a sample cap of None (or 0) means the whole split."""
+class Preset:
+    """A named recipe: architecture, optimiser, schedule and the defaults of the tunable fields."""
 
-    epochs: int = 1
-    batch_size: int = 256
-    learning_rate: float = 0.01
+    name: str
+    architecture: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str  # "adam" (betas 0.7/0.9) or "sgd" (Nesterov 0.9, weight decay below)
+    weight_decay: float
+    label_smoothing: float
+    translate_px: int  # random +-N px translation of each training image; 0 = none
+    pct_start: float  # OneCycle warm-up share
+
+
+PRESETS: dict[str, Preset] = {
+    # fast99 (performance-baselines.md §1.3): tuomaso's 1-epoch recipe, ~99.0 % in < 10 s on 2 CPU cores.
+    "fast": Preset(
+        name="fast",
+        architecture=ARCHITECTURE,
+        epochs=1,
+        batch_size=256,
+        learning_rate=0.01,
+        optimizer="adam",
+        weight_decay=0.0,
+        label_smoothing=0.0,
+        translate_px=0,
+        pct_start=0.3,
+    ),
+    # fast995 (§1.3): BN CNN, +-2 px translation, label smoothing, SGD-Nesterov, 8 epochs, 5-view TTA.
+    "quality": Preset(
+        name="quality",
+        architecture="fast995-bn-cnn",
+        epochs=8,
+        batch_size=512,
+        learning_rate=0.1,
+        optimizer="sgd",
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        translate_px=2,
+        pct_start=0.25,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; epochs, batch_size and learning_rate left at None (or 0) take the preset's value.
+
+    Rule: the preset ("fast" or "quality") fixes the architecture, optimiser, schedule shape and
+    augmentation; an explicit non-zero epochs / batch_size / learning_rate overrides the preset's default
+    for that field only. A sample cap of None (or 0) means the whole split. `cuda_graph` captures the whole
+    step in one CUDA graph when training on CUDA (ignored on CPU); `deterministic` turns on
+    torch.use_deterministic_algorithms (warn_only) for the run.
+    """
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
     seed: int = 42
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     device: str = "auto"
+    preset: str = "fast"
+    cuda_graph: bool = True
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        recipe = PRESETS[self.preset]
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            if value is None or (_is_int(value) and value == 0):
+                # 0 is the trigger form's "use the preset's value" (an integer Param cannot send None).
+                object.__setattr__(self, name, getattr(recipe, name))
+            elif not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1 (or 0/None for the preset's), got {value!r}")
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         lr = self.learning_rate
+        if lr is None or (not isinstance(lr, bool) and isinstance(lr, int | float) and lr == 0):
+            lr = recipe.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
         object.__setattr__(self, "learning_rate", float(lr))
@@ -70,6 +145,14 @@ class TrainConfig:
             device in _DEVICE_NAMES or (device.startswith("cuda:") and device[5:].isdigit())
         ):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        for name in ("cuda_graph", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    @property
+    def recipe(self) -> Preset:
+        """The Preset this config resolves against."""
+        return PRESETS[self.preset]
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> TrainConfig:
@@ -78,7 +161,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in params.items() if k in known})  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-able copy for logging as MLflow params."""
+        """A JSON-able copy (preset defaults resolved) for logging as MLflow params."""
         return asdict(self)
 
 
@@ -95,7 +178,7 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where the model was written, its sha256, and how training went."""
+    """Where the model was written, its sha256, and how (and with what) training ran."""
 
     model_path: str
     sha256: str
@@ -105,6 +188,16 @@ class TrainResult:
     device: str
     parameters: int
     data_digests: dict[str, str]
+    preset: str = "fast"
+    architecture: str = ARCHITECTURE
+    deterministic: bool = False
+    threads: int = 0
+    amp_dtype: str | None = None
+    cuda_graph: bool = False
+    capture_seconds: float = 0.0  # one-off CUDA-graph warm-up + capture, included in train_seconds
+    steps_per_epoch: int = 0
+    torch_version: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able copy for XCom."""
@@ -114,10 +207,24 @@ class TrainResult:
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one value."""
+    """Seed Python, NumPy and torch (CPU and every CUDA device) from one value."""
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # also seeds all CUDA generators
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the interpreter and the libraries that decide the numerics of a run."""
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda or "none",
+    }
+    if torch.cuda.is_available():
+        versions["cudnn"] = str(torch.backends.cudnn.version())
+        versions["gpu"] = torch.cuda.get_device_name()
+    return versions
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -130,12 +237,184 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def amp_dtype_for(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on a CUDA device that supports it; fp32 on CPU (no bf16 FMA on the 2-core runner)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _cpu_threads() -> int:
     # Honour the CPU affinity / cgroup share of a worker rather than the host's core count.
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+class NesterovSGD(torch.optim.Optimizer):
+    """SGD with Nesterov momentum and weight decay in foreach ops; the LR may be a device tensor (graph-safe)."""
+
+    def __init__(
+        self, params: Iterable[nn.Parameter], lr: float | torch.Tensor, momentum: float, weight_decay: float
+    ) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        """One update, p -= lr * (g + m * buf) with buf = m * buf + g and g = grad + wd * p (torch SGD)."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            bufs = []
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                bufs.append(state["momentum_buffer"])
+            momentum, lr = group["momentum"], group["lr"]
+            if group["weight_decay"]:
+                torch._foreach_add_(grads, params, alpha=group["weight_decay"])
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, grads)
+            torch._foreach_add_(grads, bufs, alpha=momentum)
+            if isinstance(lr, torch.Tensor):
+                # A tensor LR is read on the device, so a captured graph sees the scheduler's updates.
+                torch._foreach_mul_(grads, lr)
+                torch._foreach_sub_(params, grads)
+            else:
+                torch._foreach_add_(params, grads, alpha=-lr)
+
+
+def _build_optimizer(
+    model: nn.Module, recipe: Preset, lr: float, device: torch.device, graph: bool
+) -> torch.optim.Optimizer:
+    """The preset's optimiser; under a CUDA graph the LR lives in a device tensor the scheduler fills."""
+    lr_value: float | torch.Tensor = torch.tensor(lr, device=device) if graph else lr
+    if recipe.optimizer == "adam":
+        if graph:
+            return torch.optim.Adam(
+                model.parameters(), lr=lr_value, betas=(0.7, 0.9), capturable=True, foreach=True
+            )
+        # fused on CPU: one kernel for the whole update instead of ~10 foreach ops (fewer OpenMP regions).
+        fused = device.type == "cpu" and _CPU_FUSED_ADAM
+        return torch.optim.Adam(
+            model.parameters(), lr=lr, betas=(0.7, 0.9), foreach=None if fused else True, fused=fused or None
+        )
+    return NesterovSGD(model.parameters(), lr=lr_value, momentum=0.9, weight_decay=recipe.weight_decay)
+
+
+class _TrainStep:
+    """One optimisation step on the batch whose indices sit in `idx`; static shapes, so it can be captured."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        translate_px: int,
+        label_smoothing: float,
+        amp_dtype: torch.dtype | None,
+    ) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.images, self.labels = images, labels
+        self.pad, self.label_smoothing, self.amp_dtype = translate_px, label_smoothing, amp_dtype
+        device = images.device
+        self.idx = torch.zeros(batch_size, dtype=torch.int64, device=device)
+        # Summed on the device so the loop never waits on a .item() per step.
+        self.loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self._window = torch.arange(images.shape[-1] - 2 * translate_px, device=device)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather (and randomly translate) the batch from the resident uint8 images; normalize it."""
+        if self.pad:
+            n = self.idx.shape[0]
+            # One random offset per image into the padded 32x32 canvas: a +-pad px translation.
+            offsets = torch.randint(0, 2 * self.pad + 1, (2, n, 1), device=self.idx.device)
+            rows = (offsets[0] + self._window).unsqueeze(2)
+            cols = (offsets[1] + self._window).unsqueeze(1)
+            pixels = self.images[self.idx.view(n, 1, 1), rows, cols]
+        else:
+            pixels = self.images.index_select(0, self.idx)
+        x = normalize(pixels).contiguous(memory_format=torch.channels_last)
+        return x, self.labels.index_select(0, self.idx)
+
+    def __call__(self) -> None:
+        x, y = self.batch()
+        self.optimizer.zero_grad(set_to_none=True)
+        # cache_enabled=False: autocast's weight-cast cache must not outlive a CUDA-graph capture.
+        with torch.autocast(
+            x.device.type,
+            dtype=self.amp_dtype or torch.bfloat16,
+            enabled=self.amp_dtype is not None,
+            cache_enabled=False,
+        ):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum.add_(loss.detach() * y.shape[0])
+        self.correct.add_((logits.detach().argmax(dim=1) == y).sum())
+
+
+class _CudaGraphStep:
+    """Runs a few eager warm-up steps on a side stream, then captures the step once and replays it."""
+
+    def __init__(self, step: _TrainStep, log: Callable[[str], None]) -> None:
+        self.step, self.log = step, log
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False
+        self.warmed = 0
+        self.capture_seconds = 0.0
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        if self.failed:
+            self.step()
+            return
+        start = time.perf_counter()
+        if self.warmed < _GRAPH_WARMUP_STEPS:
+            # The PyTorch CUDA-graph recipe: warm up on a side stream so capture sees settled allocations.
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                self.step()
+            torch.cuda.current_stream().wait_stream(self.stream)
+            self.warmed += 1
+        else:
+            graph = torch.cuda.CUDAGraph()
+            try:
+                self.step.optimizer.zero_grad(set_to_none=True)
+                with torch.cuda.graph(graph):
+                    self.step()
+            except RuntimeError as exc:  # capture is an optimisation: fall back to eager, keep training
+                self.failed = True
+                self.log(f"cuda graph capture failed, continuing eagerly: {exc}")
+                self.step()
+            else:
+                self.graph = graph
+                graph.replay()
+        torch.cuda.synchronize()
+        self.capture_seconds += time.perf_counter() - start
+
+
+def _one_cycle(
+    optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int, pct_start: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """OneCycle (no momentum cycling); a constant LR for runs too short for a warm-up phase (smoke tests)."""
+    if pct_start * total_steps <= 1:
+        # OneCycleLR divides by its warm-up length, which is zero or negative here.
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, cycle_momentum=False
+    )
 
 
 def _atomic_write_bytes(data: bytes, path: Path) -> None:
@@ -164,14 +443,28 @@ def _atomic_write_bytes(data: bytes, path: Path) -> None:
         os.close(dir_fd)
 
 
-def save_state_dict(model: torch.nn.Module, path: Path) -> str:
+def save_state_dict(model: nn.Module, path: Path) -> str:
     """Atomically save model.state_dict() (CPU tensors) to path; return the sha256 of the bytes written."""
     buffer = io.BytesIO()
     # contiguous() stores NCHW weights whatever layout training used, so the file does not depend on it.
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buffer)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    architecture = getattr(model, "architecture", ARCHITECTURE)
+    if architecture != ARCHITECTURE:
+        state[ARCHITECTURE_KEY] = torch.tensor(list(architecture.encode()), dtype=torch.uint8)
+    torch.save(state, buffer)
     data = buffer.getvalue()
     _atomic_write_bytes(data, Path(path))
     return hashlib.sha256(data).hexdigest()
+
+
+def _resident_data(
+    images: np.ndarray, labels: np.ndarray, pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split as uint8 images (padded with black for translation) and int64 labels on the device."""
+    pixels = torch.from_numpy(images)
+    if pad:
+        pixels = F.pad(pixels, (pad, pad, pad, pad), value=0)
+    return pixels.to(device).contiguous(), torch.from_numpy(labels.astype(np.int64)).to(device)
 
 
 def train_model(
@@ -182,75 +475,99 @@ def train_model(
 ) -> TrainResult:
     """Train on the verified train split and save the state dict atomically to output_path."""
     emit = log or (lambda _msg: None)
+    recipe = config.recipe
+    epochs, batch_size = int(config.epochs or recipe.epochs), int(config.batch_size or recipe.batch_size)
+    learning_rate = float(config.learning_rate or recipe.learning_rate)
     device = resolve_device(config.device)
     split = load_split(Path(data_dir), "train", limit=config.max_train_samples)
     num_samples = len(split)
+    # Drop the last partial batch: every step has the same shape (one CUDA graph, no odd-sized
+    # last step whose noisier gradient lands at the lowest LR); a fresh shuffle drops other images each epoch.
+    batch_size = min(batch_size, num_samples)
+    steps_per_epoch = num_samples // batch_size
+    amp_dtype = amp_dtype_for(device)
+    use_graph = config.cuda_graph and device.type == "cuda"
 
     previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     if device.type == "cpu":
         torch.set_num_threads(_cpu_threads())
+    if device.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; read when the CUDA context first uses it.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
     try:
+        torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
+        # Deterministic mode also NaN-fills every torch.empty by default: ~7 extra full-tensor writes per
+        # step, +10 to 50 % CPU step time. Nothing here reads uninitialised memory, so skip the fill.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         set_seed(config.seed)
+        versions = library_versions()
         emit(
-            f"seed={config.seed} device={device} threads={torch.get_num_threads()} "
-            f"samples={num_samples} config={config.to_dict()}"
+            f"seed={config.seed} device={device} threads={torch.get_num_threads()} samples={num_samples} "
+            f"preset={recipe.name} architecture={recipe.architecture} amp={amp_dtype} cuda_graph={use_graph} "
+            f"deterministic={config.deterministic} steps/epoch={steps_per_epoch} versions={versions} "
+            f"config={config.to_dict()}"
         )
-        # Whole split pre-normalized and resident on the device: indexing beats a per-item DataLoader
-        # by an order of magnitude at this model size (performance-baselines.md §1.3).
-        # channels_last halves the CPU step time (oneDNN's NHWC conv and max-pool kernels are much faster
-        # than NCHW at these sizes); for C=1 input it only changes strides, not memory.
-        images = normalize(torch.from_numpy(split.images)).to(device, memory_format=torch.channels_last)
-        labels = torch.from_numpy(split.labels.astype(np.int64)).to(device)
+        # Whole split resident on the device as uint8: indexing beats a per-item DataLoader by an order
+        # of magnitude at this model size (performance-baselines.md §1.3); normalising a gathered batch
+        # costs far less than the step.
+        images, labels = _resident_data(split.images, split.labels, recipe.translate_px, device)
 
-        model = build_model().to(device, memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.7, 0.9))
-        steps_per_epoch = math.ceil(num_samples / config.batch_size)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        # channels_last roughly halves the CPU step (oneDNN's NHWC conv and pool kernels are much faster
+        # than NCHW at these sizes) and is what tensor cores want on CUDA.
+        model = build_model(recipe.architecture).to(device, memory_format=torch.channels_last)
+        optimizer = _build_optimizer(model, recipe, learning_rate, device, use_graph)
+        scheduler = _one_cycle(optimizer, learning_rate, epochs * steps_per_epoch, recipe.pct_start)
+        step = _TrainStep(
+            model,
             optimizer,
-            max_lr=config.learning_rate,
-            total_steps=config.epochs * steps_per_epoch,
-            cycle_momentum=False,
+            images,
+            labels,
+            batch_size,
+            recipe.translate_px,
+            recipe.label_smoothing,
+            amp_dtype,
         )
+        runner: Callable[[], None] = _CudaGraphStep(step, emit) if use_graph else step
         # A dedicated CPU generator keeps the shuffle order independent of any other RNG consumer.
         shuffle_gen = torch.Generator().manual_seed(config.seed)
+        trained_per_epoch = steps_per_epoch * batch_size
 
         history: list[EpochMetrics] = []
         train_start = time.perf_counter()
         model.train()
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
-            order = torch.randperm(num_samples, generator=shuffle_gen).to(device)
-            # Summed on the device so the loop never waits on a .item() per step.
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            for step in range(steps_per_epoch):
-                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-                x, y = images[idx], labels[idx]
-                optimizer.zero_grad(set_to_none=True)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                loss.backward()
-                optimizer.step()
+            order = torch.randperm(num_samples, generator=shuffle_gen)[:trained_per_epoch]
+            order = order.view(steps_per_epoch, batch_size).to(device)
+            step.loss_sum.zero_()
+            step.correct.zero_()
+            for s in range(steps_per_epoch):
+                step.idx.copy_(order[s])
+                runner()
                 scheduler.step()
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (logits.detach().argmax(dim=1) == y).sum()
-            epoch_loss = loss_sum.item() / num_samples
-            epoch_acc = correct.item() / num_samples
+            epoch_loss = step.loss_sum.item() / trained_per_epoch
+            epoch_acc = step.correct.item() / trained_per_epoch
             seconds = time.perf_counter() - epoch_start
             metrics = EpochMetrics(
                 epoch=epoch,
                 loss=epoch_loss,
                 train_accuracy=epoch_acc,
-                images_per_second=num_samples / seconds if seconds > 0 else float("inf"),
+                images_per_second=trained_per_epoch / seconds if seconds > 0 else float("inf"),
                 seconds=seconds,
             )
             history.append(metrics)
-            eta = (time.perf_counter() - train_start) / epoch * (config.epochs - epoch)
+            eta = (time.perf_counter() - train_start) / epoch * (epochs - epoch)
             emit(
-                f"epoch {epoch}/{config.epochs} loss={epoch_loss:.4f} train_acc={epoch_acc:.4f} "
+                f"epoch {epoch}/{epochs} loss={epoch_loss:.4f} train_acc={epoch_acc:.4f} "
                 f"images/s={metrics.images_per_second:,.0f} epoch_s={seconds:.2f} eta_s={eta:.1f}"
             )
         train_seconds = time.perf_counter() - train_start
+        graph_used = isinstance(runner, _CudaGraphStep) and runner.graph is not None
+        capture_seconds = runner.capture_seconds if isinstance(runner, _CudaGraphStep) else 0.0
         sha256 = save_state_dict(model, Path(output_path))
         emit(f"saved {output_path} sha256={sha256} train_s={train_seconds:.2f}")
         return TrainResult(
@@ -262,13 +579,35 @@ def train_model(
             device=str(device),
             parameters=count_parameters(model),
             data_digests=dict(split.digests),
+            preset=recipe.name,
+            architecture=recipe.architecture,
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            threads=torch.get_num_threads(),
+            amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
+            cuda_graph=graph_used,
+            capture_seconds=capture_seconds,
+            steps_per_epoch=steps_per_epoch,
+            torch_version=torch.__version__,
+            versions=versions,
         )
     finally:
         torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
 
 
-def load_model(path: Path) -> MnistCNN:
-    """Load a state dict saved by train_model into a new MnistCNN (CPU, eval mode), weights only."""
+def read_architecture(state: Mapping[str, torch.Tensor]) -> str:
+    """The architecture a saved state dict was trained with (files without the key are fast99)."""
+    tag = state.get(ARCHITECTURE_KEY)
+    if tag is None:
+        return ARCHITECTURE
+    if tag.dtype != torch.uint8 or tag.dim() != 1:
+        raise ValueError(f"{ARCHITECTURE_KEY} must be a 1-D uint8 tensor, got {tag.dtype} {tuple(tag.shape)}")
+    return bytes(tag.tolist()).decode("utf-8", errors="replace")
+
+
+def load_model(path: Path) -> nn.Module:
+    """Rebuild the saved architecture on CPU in eval mode and load the state dict, weights only."""
     path = Path(path)
     try:
         # weights_only=True refuses arbitrary pickled objects, so a tampered file cannot run code.
@@ -279,9 +618,15 @@ def load_model(path: Path) -> MnistCNN:
         raise ModelFileError(f"{path}: not a loadable torch state dict ({exc})") from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    model = build_model()
+    state = dict(state)
+    try:
+        architecture = read_architecture(state)
+        model = build_model(architecture)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
+    state.pop(ARCHITECTURE_KEY, None)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelFileError(f"{path}: state dict does not match MnistCNN ({exc})") from exc
+        raise ModelFileError(f"{path}: state dict does not match {architecture} ({exc})") from exc
     return model.eval()

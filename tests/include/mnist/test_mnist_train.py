@@ -95,6 +95,9 @@ def test_train_config_defaults_and_from_params() -> None:
         "max_train_samples": None,
         "max_test_samples": 500,
         "device": "auto",
+        "preset": "fast",
+        "cuda_graph": True,
+        "deterministic": True,
     }
     assert TrainConfig.from_params({"device": "cuda:1"}).device == "cuda:1"
 
@@ -102,18 +105,21 @@ def test_train_config_defaults_and_from_params() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("epochs", 0),
+        ("epochs", -1),
         ("epochs", "2"),
         ("epochs", True),
         ("batch_size", -1),
         ("batch_size", 1.5),
-        ("learning_rate", 0),
+        ("learning_rate", -0.5),
         ("learning_rate", float("nan")),
         ("learning_rate", "0.01"),
         ("seed", -3),
         ("max_train_samples", -1),
         ("max_test_samples", 2.0),
         ("device", "tpu"),
+        ("preset", "turbo"),
+        ("cuda_graph", "yes"),
+        ("deterministic", 1),
     ],
 )
 def test_train_config_rejects_bad_values(field: str, value: object) -> None:
