@@ -114,7 +114,9 @@ def register_training_run(
         client.log_batch(run_id, tags=[RunTag(f"dataset.{ref.name}.sha256", ref.sha256) for ref in datasets])
 
         model = load_model(model_path)
-        example = np.zeros((1, 1, 28, 28), dtype=np.float32)
+        # Two rows: torch.export specialises a batch dimension of 0 or 1, so a one-row example would
+        # freeze the served model to batch size 1.
+        example = np.zeros((2, 1, 28, 28), dtype=np.float32)
         info = mlflow.pytorch.log_model(
             model,
             name="model",

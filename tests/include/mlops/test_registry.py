@@ -67,6 +67,16 @@ def test_half_logged_run_is_replaced_not_duplicated(mlops_home, model_file):
     assert registered.version == "1"
 
 
+def test_registered_model_serves_any_batch_size(mlops_home, model_file):
+    import mlflow
+    import numpy as np
+
+    first = _register(mlops_home, model_file, "mnist_training/run-4")
+    mlflow.set_tracking_uri(first.tracking_uri)
+    served = mlflow.pyfunc.load_model(first.model_uri)
+    assert np.asarray(served.predict(np.zeros((3, 1, 28, 28), dtype=np.float32))).shape == (3, 10)
+
+
 def test_champion_and_promotion(mlops_home, model_file):
     first = _register(mlops_home, model_file, "mnist_training/run-3")
     assert registry.champion(first.tracking_uri, "mnist-test") is None
