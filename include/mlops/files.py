@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temporary sibling, fsync it, then rename it over `path`."""
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to a temporary sibling, fsync it, rename it over `path`, then fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -23,7 +23,18 @@ def atomic_write_text(path: Path, text: str) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    # Persist the rename itself, so a crash cannot leave the directory pointing at nothing.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Atomically write `text` as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -9,7 +9,6 @@ import os
 import pickle
 import platform
 import random
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 import torch.utils.deterministic
 from torch import nn
 
+from include.mlops.files import atomic_write_bytes
 from include.mnist.data import load_split
 from include.mnist.model import ARCHITECTURE, build_model, count_parameters, normalize
 
@@ -417,32 +417,6 @@ def _one_cycle(
     )
 
 
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    """Write bytes to path via a temp file in the same directory, fsync, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    # Persist the rename itself, so a crash cannot leave the directory pointing at nothing.
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def save_state_dict(model: nn.Module, path: Path) -> str:
     """Atomically save model.state_dict() (CPU tensors) to path; return the sha256 of the bytes written."""
     buffer = io.BytesIO()
@@ -453,7 +427,7 @@ def save_state_dict(model: nn.Module, path: Path) -> str:
         state[ARCHITECTURE_KEY] = torch.tensor(list(architecture.encode()), dtype=torch.uint8)
     torch.save(state, buffer)
     data = buffer.getvalue()
-    _atomic_write_bytes(data, Path(path))
+    atomic_write_bytes(Path(path), data)
     return hashlib.sha256(data).hexdigest()
 
 
