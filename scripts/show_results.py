@@ -39,7 +39,7 @@ def main() -> None:
         print(f"MLflow run           {mlflow['run_id']} (experiment {mlflow['experiment_id']})")
         print(f"Model version        {mlflow['model_name']} v{mlflow['version']}  test accuracy {release['test_accuracy']:.4f}")
         print(f"Artifactory          {art['repo']}/{art['path'].lstrip('/')}  sha256 {art['sha256']}")
-        print(f"                     {art.get('download_uri', '')}")
+        print(f"                     {art.get('uri') or art.get('download_uri', '')}")
         print(f"SBOM                 {sbom['path']}  ({sbom['components']} components, {sbom['serial_number']})")
         print(f"                     Artifactory {sbom['artifactory_path']}")
         print(f"Xray verdict         scan {xray['scan_id']}: {xray['counts']} "
