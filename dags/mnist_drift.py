@@ -199,6 +199,18 @@ def mnist_drift():
             tags={"drift_detected": decision.drift_detected, "airflow.run_id": ctx["run_id"]},
             files=files + [report_dir / "decision.json"],
         )
+        # The reports also go to Artifactory, keyed by the batch digest so a retry overwrites them.
+        from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+        hook = ArtifactoryHook()
+        folder = f"drift-reports/{batch['name']}-{batch['sha256'][:12]}"
+        for path in files + [report_dir / "decision.json"]:
+            hook.deploy_artifact(
+                path,
+                settings.artifactory_repo,
+                f"{folder}/{path.name}",
+                properties={"drift.batch_sha256": batch["sha256"], "drift.detected": str(decision.drift_detected)},
+            )
         record = {
             "batch": batch,
             "measured_at": datetime.now(UTC).isoformat(),
@@ -212,6 +224,7 @@ def mnist_drift():
             "scores": {k: v.score for k, v in decision.columns.items()},
             "report": report.to_dict(),
             "mlflow_run_id": mlflow_run,
+            "artifactory_path": f"{settings.artifactory_repo}/{folder}/",
             "signal": None,
         }
         store.mark_processed(batch["sha256"], record)

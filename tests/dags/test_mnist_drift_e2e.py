@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def _events(dag_id: str = "mnist_drift") -> list:
 
 
 @pytest.mark.e2e
-def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db, mlops_home):
+def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db, mlops_home, jfrog_server, jfrog_conn):
     from airflow.dag_processing.dagbag import DagBag
+    from jfrog_provider.hooks.artifactory import ArtifactoryHook
     from mlflow import MlflowClient
 
     from include.settings import PipelineSettings, safe_name
@@ -100,6 +102,10 @@ def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db
     assert day1["drift_detected"] is False
     assert Path(day1["html_path"]).exists() and Path(day1["json_path"]).exists()
     assert Path(summary["history"]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stored_report = ArtifactoryHook().get_file_info(
+        settings.artifactory_repo, f"drift-reports/day1-clean-{day1['sha256'][:12]}/drift_report.json"
+    )
+    assert stored_report["checksums"]["sha256"] == hashlib.sha256(Path(day1["json_path"]).read_bytes()).hexdigest()
 
     # The reference profile was built once for the champion version and stored with its MLflow run.
     client = MlflowClient(settings.mlflow_tracking_uri)
