@@ -15,7 +15,6 @@ model's runtime closure), `sbom.serial` / `sbom.path` (the full environment SBOM
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from include.mlops.files import atomic_write_text, write_json
+from include.mlops.files import atomic_write_text, sha256_file, write_json
 
 LINEAGE_SCHEMA = "mnist-mlops/lineage/1"
 CHAMPION_ALIAS = "champion"
@@ -174,7 +173,7 @@ def write_evidence_pack(
     write_json(directory / "gate-decision.json", decision)
     write_json(directory / "metrics.json", metrics)
     write_json(directory / "lineage.json", lineage)
-    files = {name: _sha256(directory / name) for name in PACK_FILES}
+    files = {name: sha256_file(directory / name) for name in PACK_FILES}
     atomic_write_text(manifest, json.dumps({"schema": LINEAGE_SCHEMA, "files": files}, indent=2, sort_keys=True)
                       + "\n")
     return EvidencePack(directory=str(directory), files=files, manifest=str(manifest))
@@ -191,10 +190,8 @@ def verify_evidence_pack(directory: Path) -> dict[str, str]:
         path = directory / name
         if not path.exists():
             raise ValueError(f"evidence file {path} is missing")
-        if _sha256(path) != sha:
-            raise ValueError(f"evidence file {path} changed: sha256 {_sha256(path)} != manifest {sha}")
+        if sha256_file(path) != sha:
+            raise ValueError(f"evidence file {path} changed: sha256 {sha256_file(path)} != manifest {sha}")
     return files
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

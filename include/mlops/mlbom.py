@@ -9,7 +9,6 @@ linked by an external reference of type `bom` whose URL is the BOM-Link `urn:cdx
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from include.mlops.files import write_json
+from include.mlops.files import sha256_file, write_json
 from include.mlops.sbom import SPEC_VERSION, SbomError, normalize_name, validate_cyclonedx
 
 MLBOM_TOOL = "mnist-mlops-mlbom"
@@ -65,15 +64,6 @@ def datasets_from_digests(digests: Mapping[str, str], source: str,
         grouped.setdefault(split, []).append((name, digest))
     counts = counts or {}
     return [DatasetSpec(split, tuple(files), source, counts.get(split)) for split, files in sorted(grouped.items())]
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def runtime_closure(sbom: Mapping[str, Any], packages: Sequence[str]) -> list[str]:

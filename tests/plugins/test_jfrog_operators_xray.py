@@ -35,13 +35,6 @@ class RecordingTI:
         self.xcoms[key] = value
 
 
-@pytest.fixture
-def conn(monkeypatch, jfrog_server) -> str:
-    monkeypatch.setenv("AIRFLOW_CONN_JFROG_DEFAULT", json.dumps({
-        "conn_type": "jfrog", "host": jfrog_server.url, "password": jfrog_server.token,
-        "extra": {"backoff_base": 0.01, "backoff_max": 0.02, "max_retries": 2}}))
-    return "jfrog_default"
-
 
 def gate(**kw) -> XrayScanGateOperator:
     kw.setdefault("component_ids", DEPS)

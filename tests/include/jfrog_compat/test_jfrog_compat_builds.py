@@ -14,13 +14,6 @@ REPO, RELEASE = "ml-models-local", "ml-models-release"
 STARTED = "2026-05-01T12:00:00.000+0000"
 
 
-@pytest.fixture
-def api(jfrog_server: JFrogCompatServer) -> requests.Session:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {jfrog_server.token}"
-    yield s
-    s.close()
-
 
 def art(server: JFrogCompatServer, path: str) -> str:
     return f"{server.url}/artifactory{path}"

@@ -20,13 +20,6 @@ from include.jfrog_compat.server import JFrogCompatServer, checksum_kind, parse_
 REPO = "ml-models-local"
 
 
-@pytest.fixture
-def api(jfrog_server: JFrogCompatServer) -> requests.Session:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {jfrog_server.token}"
-    yield s
-    s.close()
-
 
 def art(server: JFrogCompatServer, path: str) -> str:
     return f"{server.url}/artifactory{path}"
