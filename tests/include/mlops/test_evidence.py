@@ -16,7 +16,7 @@ from include.mlops.evidence import (
     verify_evidence_pack,
     write_evidence_pack,
 )
-from include.mlops.mlbom import sha256_file
+from include.mlops.files import sha256_file
 
 DIGESTS = {"train-images-idx3-ubyte.gz": "1" * 64, "t10k-images-idx3-ubyte.gz": "3" * 64}
 PURLS = ["pkg:pypi/numpy@2.4.6", "pkg:pypi/torch@2.14.1"]
