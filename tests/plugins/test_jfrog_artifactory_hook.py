@@ -108,6 +108,18 @@ def test_large_file_tries_checksum_deploy_then_uploads_then_republishes_with_zer
     assert hook.get_item_properties(REPO, "m/2/model.pt") == {"model.version": ["2"]}
 
 
+def test_multi_slice_file_hashes_on_threads_and_the_server_verifies_sha256_and_sha1(hook, jfrog_server, tmp_path):
+    # 9 MiB: past the threading threshold and more than one 8 MiB send slice
+    (path := tmp_path / "big.pt").write_bytes(data := os.urandom(9 * 1024 * 1024))
+    result = hook.deploy_artifact(path, REPO, "m/9/model.pt")
+    assert (result.sha256, result.sha1, result.md5, result.size) == (
+        hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest(), len(data))
+    assert [b for _, _, b in jfrog_server.requests_matching("PUT", r"/m/9/model\.pt")] == [0, len(data)]
+    # the checksums the client sent with the bytes, which the server checked against them (contract A3)
+    original = hook.get_file_info(REPO, "m/9/model.pt")["originalChecksums"]
+    assert (original.get("sha256"), original.get("sha1")) == (result.sha256, result.sha1)
+
+
 def test_streamed_put_is_resent_in_full_after_503(hook, jfrog_server, big_file):
     jfrog_server.inject_faults(PUT_MODEL, [{"status": 503}, {"reset": True}], method="PUT")
     # no checksum-deploy try here, so every PUT carries bytes: the file is re-opened per attempt

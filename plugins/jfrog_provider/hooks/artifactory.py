@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
-import queue
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from jfrog_provider.hooks.base import JFrogHook
 # contract A5: the JFrog CLI tries checksum deploy only for files of at least 10 KiB
 CHECKSUM_DEPLOY_MIN_SIZE = 10 * 1024
 _READ_CHUNK = 1024 * 1024
+# one slice per send call: few Python round trips, and no copy out of the mapping
+_SEND_CHUNK = 8 * 1024 * 1024
+# below this a thread costs more than the parallel hashing saves
+_THREAD_MIN_SIZE = 256 * 1024
 # contract A9: characters Artifactory refuses in property keys
 _FORBIDDEN_KEY_CHARS = set(")(}{][*+^$\\/~`!@#%&<>;=,±§ ")
 
@@ -57,34 +62,92 @@ class DeployResult:
         return asdict(self)
 
 
-def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
-    """Hash a file once: each block read feeds SHA-256 here and SHA-1 and MD5 on two worker threads."""
-    sha256, sha1, md5 = hashlib.sha256(), hashlib.sha1(), hashlib.md5()
-    # hashlib drops the GIL on large buffers, so the three digests of one block run on separate cores:
-    # the pass costs about the slowest digest (MD5) instead of the sum of all three (perf goal U1).
-    queues = [queue.Queue(maxsize=8) for _ in range(2)]
+class _MappedFile:
+    """A read-only mapping of a file: hashing and the upload read the same pages, so the file is read once."""
 
-    def drain(q: queue.Queue, digest: Any) -> None:
-        while (block := q.get()) is not None:
-            digest.update(block)
+    def __init__(self, local_path: str | os.PathLike[str]) -> None:
+        with open(local_path, "rb") as fh:
+            self.size = os.fstat(fh.fileno()).st_size
+            # mmap refuses empty files; the mapping keeps its own reference to the file after fh closes
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
+        self.view = memoryview(self._map) if self._map is not None else memoryview(b"")
 
-    workers = [threading.Thread(target=drain, args=(q, d), daemon=True) for q, d in zip(queues, (sha1, md5), strict=True)]
-    for worker in workers:
+    def chunks(self) -> Iterator[memoryview]:
+        """The content in large zero-copy slices, from byte 0 on every call (a retry re-sends it all)."""
+        for start in range(0, self.size, _SEND_CHUNK):
+            with self.view[start : start + _SEND_CHUNK] as part:
+                yield part
+
+    def close(self) -> None:
+        self.view.release()
+        if self._map is not None:
+            # a slice still held by a failed request keeps the mapping open; it closes when that is collected
+            with contextlib.suppress(BufferError):
+                self._map.close()
+
+
+class _StreamBody:
+    """A request body of known length that requests sends with Content-Length, slice by slice."""
+
+    def __init__(self, mapped: _MappedFile) -> None:
+        self._mapped = mapped
+
+    def __len__(self) -> int:
+        return self._mapped.size
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return self._mapped.chunks()
+
+
+class _Digests:
+    """SHA-256 here while SHA-1 and then MD5 run on a worker thread; all three read the same mapped bytes."""
+
+    def __init__(self, data: memoryview) -> None:
+        self._data, self._size = data, len(data)
+        self._sha1, self._md5 = hashlib.sha1(), hashlib.md5()
+        self._worker: threading.Thread | None = None
+        self._md5_started = self._size < _THREAD_MIN_SIZE
+        if self._md5_started:
+            self._sha1.update(data)
+            self._md5.update(data)
+        else:
+            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core (goal U1)
+            self._worker = self._start(self._sha1.update)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+
+    def _start(self, update: Any) -> threading.Thread:
+        worker = threading.Thread(target=update, args=(self._data,), daemon=True)
         worker.start()
-    size = 0
+        return worker
+
+    def sha1(self) -> str:
+        """SHA-1; then MD5 starts on the worker, overlapping the upload that needs only SHA-256 and SHA-1."""
+        if not self._md5_started:
+            self.wait()
+            self._worker = self._start(self._md5.update)
+            self._md5_started = True
+        return self._sha1.hexdigest()
+
+    def wait(self) -> None:
+        """Let the worker finish: it reads the mapping, which may close next."""
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+
+    def join(self) -> FileChecksums:
+        """All three digests."""
+        sha1 = self.sha1()
+        self.wait()
+        return FileChecksums(self.sha256, sha1, self._md5.hexdigest(), self._size)
+
+
+def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
+    """SHA-256, SHA-1 and MD5 of a file from one read of its mapped pages."""
+    mapped = _MappedFile(local_path)
     try:
-        with open(local_path, "rb", buffering=0) as fh:
-            while block := fh.read(_READ_CHUNK):
-                for q in queues:
-                    q.put(block)  # bytes are immutable: sharing one block between threads is safe
-                sha256.update(block)
-                size += len(block)
+        return _Digests(mapped.view).join()
     finally:
-        for q in queues:
-            q.put(None)
-        for worker in workers:
-            worker.join()
-    return FileChecksums(sha256.hexdigest(), sha1.hexdigest(), md5.hexdigest(), size)
+        mapped.close()
 
 
 def quote_build_segment(value: str | int) -> str:
@@ -152,24 +215,35 @@ class ArtifactoryHook(JFrogHook):
                         checksum_deploy_min_size: int = CHECKSUM_DEPLOY_MIN_SIZE) -> DeployResult:
         """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT with checksum headers."""
         url_path = quote_repo_path(repo, target_path) + matrix_params(properties)
-        # Contract A5 step 1: SHA-256, SHA-1 and MD5 from one read, before any byte is sent.
-        sums = file_checksums(local_path)
-        headers = {"X-Checksum-Sha256": sums.sha256, "X-Checksum-Sha1": sums.sha1, "X-Checksum-Md5": sums.md5}
-        if sums.size >= checksum_deploy_min_size:
-            try:
-                resp = self._request("PUT", url_path, data=b"", headers={**headers, "X-Checksum-Deploy": "true"})
-            except JFrogApiError as exc:
-                if exc.status != 404:  # contract A4: unknown checksum → 404, then upload the bytes
-                    raise
-            else:
-                return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=True)
-        if sums.size == 0:  # requests would switch an empty file object to chunked encoding
-            resp = self._request("PUT", url_path, headers=headers, data=b"")
-        else:
-            # One streamed PUT; the server checks every X-Checksum-* against the bytes it got (409 on mismatch, A3).
-            resp = self._request("PUT", url_path, headers=headers,
-                                 data_opener=lambda: open(local_path, "rb"))  # noqa: SIM115 - closed per attempt
-        return self._deploy_result(resp, url_path, repo, target_path, sums, checksum_deployed=False)
+        # Contract A5: hash before any byte is sent. The file is mapped once; SHA-256 and SHA-1 go in the headers
+        # (the server answers 409 if either differs from the bytes it got, A3), MD5 finishes during the upload
+        # and, like the others, must equal the checksum the server stored.
+        mapped = _MappedFile(local_path)
+        digests = None
+        try:
+            digests = _Digests(mapped.view)
+            checksum_deployed = mapped.size >= checksum_deploy_min_size
+            resp = None
+            if checksum_deployed:
+                # SHA-256 alone identifies the content (as frogml sends it); SHA-1 is still hashing meanwhile
+                probe = {"X-Checksum-Sha256": digests.sha256, "X-Checksum-Deploy": "true"}
+                try:
+                    resp = self._request("PUT", url_path, data=b"", headers=probe)
+                except JFrogApiError as exc:
+                    if exc.status != 404:  # contract A4: unknown checksum → 404, then upload the bytes
+                        raise
+                    checksum_deployed = False
+            if resp is None:
+                # requests would send an empty iterable with chunked encoding, so an empty file goes as b""
+                data = _StreamBody(mapped) if mapped.size else b""
+                headers = {"X-Checksum-Sha256": digests.sha256, "X-Checksum-Sha1": digests.sha1()}
+                resp = self._request("PUT", url_path, headers=headers, data=data)
+            return self._deploy_result(resp, url_path, repo, target_path, digests.join(),
+                                       checksum_deployed=checksum_deployed)
+        finally:
+            if digests is not None:
+                digests.wait()
+            mapped.close()
 
     def _deploy_result(self, resp: requests.Response, url_path: str, repo: str, target_path: str,
                        sums: FileChecksums, *, checksum_deployed: bool) -> DeployResult:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import IO, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -256,8 +256,7 @@ class JFrogHook(BaseHook):
         return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter": never zero, never above cap
 
     def _request(self, method: str, url_path: str, *, service: Service = "artifactory", retry: bool = True,
-                 idempotent: bool | None = None, data_opener: Callable[[], IO[bytes]] | None = None,
-                 **kwargs: Any) -> requests.Response:
+                 idempotent: bool | None = None, **kwargs: Any) -> requests.Response:
         """Send one REST call with timeouts and bounded safe retries; raise JFrogApiError on non-2xx."""
         cfg = self.config
         method = method.upper()
@@ -267,15 +266,9 @@ class JFrogHook(BaseHook):
         kwargs.setdefault("timeout", (min(cfg.timeout, CONNECT_TIMEOUT_MAX), cfg.timeout))
         attempt, waited = 0, 0.0
         while True:
-            body = data_opener() if data_opener is not None else None
             try:
-                if body is not None:
-                    kwargs["data"] = body  # re-opened per attempt so a retry streams from byte 0
-                try:
-                    resp = self.session.request(method, url, **kwargs)
-                finally:
-                    if body is not None:
-                        body.close()
+                # a streamed body re-iterates from byte 0 on each attempt (ArtifactoryHook.deploy_artifact)
+                resp = self.session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 # ChunkedEncodingError is how requests reports a body cut short (reset / short read)
                 # ConnectTimeout/refused never reached the server; anything later is unsafe for POSTs
