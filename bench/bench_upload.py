@@ -108,8 +108,8 @@ def hook_upload(hook, path: Path, target: str) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--small-runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--small-runs", type=int, default=15)
     ap.add_argument("--big-mb", type=int, default=200)
     args = ap.parse_args()
     if not shutil.which("curl"):

@@ -68,7 +68,9 @@ class _MappedFile:
     def __init__(self, local_path: str | os.PathLike[str]) -> None:
         with open(local_path, "rb") as fh:
             self.size = os.fstat(fh.fileno()).st_size
-            # mmap refuses empty files; the mapping keeps its own reference to the file after fh closes
+            # mmap refuses empty files; the mapping keeps its own reference to the file after fh closes.
+            # Truncating a mapped file in place would fault the reader: deploy files written by rename, as
+            # the DAGs do (include/mlops/files.py); a rewrite of the path leaves the mapped inode intact.
             self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
         self.view = memoryview(self._map) if self._map is not None else memoryview(b"")
 
