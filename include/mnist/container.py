@@ -1,10 +1,10 @@
-"""Containerised training: the training image's entry point, and the launcher a worker uses to run it.
+"""The training image's entry point: train, scan, print one result line.
 
-Inside the image (docker/training.Dockerfile), `python -m include.mnist.container --config JSON --output PATH`
-trains, scans the file it wrote and prints one JSON line with the TrainResult and the scan. On the worker,
-`train_in_container(...)` runs that image through the Docker engine (the `docker` SDK that the Docker provider
-installs) with the run directory's volume mounted at the same path, optionally with a GPU device request, and
-returns the same dict. No Airflow import here (style.md): the DAG task decides which path to take.
+Inside the image (docker/training.Dockerfile), `python -m include.mnist.container --config JSON --data-dir D
+--output PATH` trains, scans the file it wrote and prints one `MNIST_TRAIN_RESULT {json}` line with the
+TrainResult, the scan and the resolved config. The worker starts the image through the Docker provider
+(plugins/mnist_training_container.py) with `container_command(...)` as the command and reads the line back
+with `parse_result`. No Airflow import here (style.md).
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 RESULT_PREFIX = "MNIST_TRAIN_RESULT "
+
+
+def container_command(config: Mapping[str, object], data_dir: Path | str, output: Path | str) -> list[str]:
+    """The arguments `main` takes, as the container's command (the image's ENTRYPOINT runs this module)."""
+    config_json = json.dumps(dict(config), sort_keys=True)
+    return ["--config", config_json, "--data-dir", str(data_dir), "--output", str(output)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,51 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parse_result(logs: str) -> dict:
-    """The result line the container printed last; ValueError when there is none."""
+    """The last result line in the container's output; ValueError when there is none."""
     lines = [line for line in logs.splitlines() if line.startswith(RESULT_PREFIX)]
     if not lines:
         raise ValueError("the training container printed no result line")
     return json.loads(lines[-1][len(RESULT_PREFIX):])
-
-
-def train_in_container(
-    *,
-    image: str,
-    config: Mapping[str, object],
-    data_dir: Path,
-    output: Path,
-    mounts: Mapping[str, str],
-    gpus: int = 0,
-    docker_url: str = "unix://var/run/docker.sock",
-    log=print,
-) -> dict:
-    """Run the training image to completion and return its result; RuntimeError with the logs when it fails.
-
-    `mounts` maps a Docker volume name or host path to the path it has inside the worker, so the container
-    sees the data and the run directory where the worker does (e.g. {"mnist-mlops_mlops-state": "/opt/mlops/state"}).
-    """
-    import docker  # the Docker SDK, installed with apache-airflow-providers-docker
-
-    client = docker.DockerClient(base_url=docker_url)
-    device_requests = [docker.types.DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus else None
-    container = client.containers.run(
-        image,
-        command=["--config", json.dumps(dict(config)), "--data-dir", str(data_dir), "--output", str(output)],
-        volumes={source: {"bind": target, "mode": "rw"} for source, target in mounts.items()},
-        device_requests=device_requests,
-        network_disabled=True,  # training needs no network: data and output are mounted
-        detach=True,
-    )
-    try:
-        for chunk in container.logs(stream=True, follow=True):
-            log(chunk.decode(errors="replace").rstrip())
-        status = container.wait()
-        logs = container.logs().decode(errors="replace")
-        if status.get("StatusCode") != 0:
-            raise RuntimeError(f"training container {image} exited {status.get('StatusCode')}:\n{logs[-4000:]}")
-        return parse_result(logs)
-    finally:
-        container.remove(force=True)
 
 
 if __name__ == "__main__":
