@@ -88,6 +88,26 @@ def _settings():
         "xray_watches": Param(
             [], type="array", items={"type": "string"}, description="Xray watches that give the scan a policy context."
         ),
+        # null = the deployment's setting, read when train_model runs: Variables at parse time would cost a
+        # metadata round trip per parse and freeze the value into the serialised DAG.
+        "train_in_container": Param(
+            None,
+            type=["null", "boolean"],
+            description="Train in the training image through Docker (null: Variable mnist_train_in_container, else no).",
+        ),
+        "training_image": Param(
+            None,
+            type=["null", "string"],
+            description="Training image (null: Variable mnist_training_image, MLOPS_TRAINING_IMAGE, else "
+            "mnist-mlops-training:0.1.0).",
+        ),
+        "gpus": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=8,
+            description="GPUs for the training container (0 = none; null: Variable mnist_training_docker's gpus, else 0).",
+        ),
     },
 )
 def mnist_training():
@@ -102,9 +122,13 @@ def mnist_training():
 
     @task
     def train_model(dataset: dict) -> dict:
-        """Train the CNN and save its state_dict atomically in the run directory."""
+        """Train the CNN, in this process or in the training image, and save its state_dict in the run directory."""
         import sys
         from pathlib import Path
+
+        from airflow.sdk import Variable
+        from airflow.sdk.exceptions import AirflowFailException
+        from mnist_training_container import ContainerTraining
 
         from include.mlops.model_scan import assert_safe_model_file
         from include.mnist.train import TrainConfig
@@ -113,15 +137,29 @@ def mnist_training():
         params, dag_id, run_id = _context()
         config = TrainConfig.from_params(params)
         output = _settings().run_dir(dag_id, run_id) / "model.pt"
-        result = train(config, Path(dataset["data_dir"]), output, log=print)
-        # Scan the file we wrote before anything uploads or loads it: pickle opcodes against an allowlist.
+        container = ContainerTraining.resolve(params, lambda key: Variable.get(key, default=None))
+        if container is None:
+            trained = {
+                **train(config, Path(dataset["data_dir"]), output, log=print).to_dict(),
+                "config": config.to_dict(),
+                "container": None,
+            }
+        else:
+            trained = container.train(
+                get_current_context(),
+                config=config.to_dict(),
+                data_dir=Path(dataset["data_dir"]),
+                output=output,
+                digests=dataset["digests"],
+            )
+        # Scan the file on this worker before anything uploads or loads it (pickle opcodes against an
+        # allowlist), whoever wrote it: a container's own scan and sha256 are claims, not evidence.
         model_scan = assert_safe_model_file(output)
-        return {
-            **result.to_dict(),
-            "model_scan": model_scan.to_dict(),
-            "config": config.to_dict(),
-            "python": sys.executable,
-        }
+        if model_scan.sha256 != trained["sha256"]:
+            raise AirflowFailException(f"{output} has sha256 {model_scan.sha256}, training reported {trained['sha256']}")
+        # generate_sbom inventories this interpreter: the training image pins the torch and torchvision it has
+        # (tests/deploy/test_compose.py checks), and `container` names the image that trained.
+        return {**trained, "model_scan": model_scan.to_dict(), "python": sys.executable}
 
     @task
     def evaluate_model(trained: dict) -> dict:
