@@ -67,6 +67,12 @@ def _settings():
         ),
         "learning_rate": Param(0, type="number", minimum=0, maximum=1, description="Peak LR (0 = the preset's)."),
         "seed": Param(42, type="integer", minimum=0, description="Seed for shuffling and initialisation."),
+        "precision": Param(
+            "auto",
+            type="string",
+            enum=["auto", "fp32", "bf16"],
+            description="auto: bf16 autocast where the GPU or CPU computes bf16 natively, else fp32.",
+        ),
         "min_accuracy": Param(
             0.985, type="number", minimum=0, maximum=1, description="Absolute test-accuracy gate."
         ),

@@ -140,8 +140,10 @@ def test_quality_training_saves_architecture_and_reloads(tmp_path: Path, data_di
 def test_cpu_fallback_records_how_it_ran(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path
 ) -> None:
-    # Whatever the host has, a machine without CUDA must run "auto" on the CPU, eager and fp32.
+    # Whatever the host has, a machine without CUDA or native bf16 must run "auto" on the CPU, eager and fp32.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert amp_dtype_for(torch.device("cpu")) is None
     before = torch.are_deterministic_algorithms_enabled()
     fill_before = torch.utils.deterministic.fill_uninitialized_memory
@@ -159,6 +161,25 @@ def test_cpu_fallback_records_how_it_ran(
     assert ARCHITECTURE_KEY not in state and set(state) == set(MnistCNN().state_dict())
     with pytest.raises(ValueError, match="CUDA is not available"):
         train_model(TrainConfig(device="cuda", max_train_samples=64), data_dir, tmp_path / "x.pt")
+
+
+def test_precision_auto_uses_bf16_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert amp_dtype_for(cpu) is torch.bfloat16 and amp_dtype_for(cpu, "fp32") is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert amp_dtype_for(cpu) is None and amp_dtype_for(cpu, "bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
+
+
+def test_bf16_cpu_training_is_reproducible_and_recorded(tmp_path: Path, data_dir: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=100, max_train_samples=400, device="cpu", precision="bf16")
+    first = train_model(config, data_dir, tmp_path / "a.pt")
+    again = train_model(config, data_dir, tmp_path / "b.pt")
+    assert first.amp_dtype == "bfloat16" and first.sha256 == again.sha256
+    assert [(e.loss, e.train_accuracy) for e in first.epochs] == [(e.loss, e.train_accuracy) for e in again.epochs]
 
 
 def test_load_model_rejects_unknown_or_malformed_architecture(tmp_path: Path) -> None:

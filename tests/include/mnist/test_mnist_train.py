@@ -98,6 +98,7 @@ def test_train_config_defaults_and_from_params() -> None:
         "preset": "fast",
         "cuda_graph": True,
         "deterministic": True,
+        "precision": "auto",
     }
     assert TrainConfig.from_params({"device": "cuda:1"}).device == "cuda:1"
 
