@@ -169,19 +169,33 @@ def mnist_training():
 
     @task
     def evaluate_model(trained: dict) -> dict:
-        """Accuracy, loss and per-class accuracy on the held-out test set."""
+        """Accuracy, loss and per-class accuracy on the held-out test set, for the candidate and the champion."""
         from pathlib import Path
 
+        from include.mlops import registry
         from include.mlops.model_scan import assert_safe_model_file
         from include.mnist.evaluate import evaluate_model as evaluate
 
         params, _, _ = _context()
+        settings = _settings()
+        limit = params["max_test_samples"] or None
         assert_safe_model_file(trained["model_path"])  # a shared run directory may be written by others
-        result = evaluate(
-            Path(trained["model_path"]), _settings().data_dir, max_samples=params["max_test_samples"] or None
-        )
+        result = evaluate(Path(trained["model_path"]), settings.data_dir, max_samples=limit)
         print(f"test accuracy {result.accuracy:.4f} on {result.num_samples} images, loss {result.loss:.4f}")
-        return result.to_dict()
+        # Champion vs challenger on the very same images, not against a figure logged on other data.
+        champion = registry.champion_model(
+            settings.mlflow_tracking_uri, settings.model_name, settings.home / "champions"
+        )
+        compared = None
+        if champion is not None:
+            assert_safe_model_file(champion.state_dict)  # bytes from the registry are untrusted until scanned
+            baseline = evaluate(Path(champion.state_dict), settings.data_dir, max_samples=limit)
+            compared = {"version": champion.version, "accuracy": baseline.accuracy, "loss": baseline.loss,
+                        "num_samples": baseline.num_samples}
+            print(f"champion version {champion.version} on the same {baseline.num_samples} images: accuracy "
+                  f"{baseline.accuracy:.4f}, loss {baseline.loss:.4f}; candidate - champion = "
+                  f"{result.accuracy - baseline.accuracy:+.4f}")
+        return {**result.to_dict(), "champion": compared}
 
     @task
     def register_model(dataset: dict, trained: dict, evaluation: dict) -> dict:
@@ -216,12 +230,24 @@ def mnist_training():
                 "cuda_graph": trained["cuda_graph"],
             },
             epoch_metrics=trained["epochs"],
-            eval_metrics={k: v for k, v in evaluation.items() if isinstance(v, int | float)},
+            eval_metrics={
+                **{k: v for k, v in evaluation.items() if isinstance(v, int | float)},
+                # the comparison with the champion, measured on the same images (evaluate_model)
+                **(
+                    {
+                        "champion_accuracy": evaluation["champion"]["accuracy"],
+                        "accuracy_delta_vs_champion": evaluation["accuracy"] - evaluation["champion"]["accuracy"],
+                    }
+                    if evaluation.get("champion")
+                    else {}
+                ),
+            },
             datasets=datasets,
             tags={
                 "airflow.dag_id": dag_id,
                 "airflow.run_id": run_id,
                 "model.sha256": trained["sha256"],
+                "champion.compared_version": (evaluation.get("champion") or {}).get("version") or "none",
                 "git.commit": code_version(REPO_ROOT),
                 "python": trained["python"],
                 **{f"version.{k}": v for k, v in trained["versions"].items()},
