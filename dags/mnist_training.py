@@ -1,12 +1,15 @@
 """
-### MNIST training: validate → train → evaluate → register → publish → SBOM → Xray → promote → release
+### MNIST training: validate → train → evaluate → register → publish → SBOM → Xray → promote → release → champion
 
 Runs nightly at 02:00 UTC, whenever new training data or a drift verdict lands (Assets), and on demand
 from the trigger form. `scan_model` is the Xray policy gate: a blocking finding fails it, naming the CVE,
-component and threshold. `promote_model` runs only after it and moves the MLflow alias `champion` only when
-the accuracy and champion-vs-challenger gates pass too; otherwise the version keeps `challenger` and the run
-fails so the blocked release is visible. `release_model` then copies the champion's file from the staging
-repository to the release repository with a property stamp.
+component and threshold. `promote_model` runs only after it: it checks the accuracy and champion-vs-challenger
+gates and writes the evidence pack and lineage stamps; a blocked version keeps `challenger` and the run fails
+so the blocked release is visible. `release_model` copies the file from the staging repository to the
+release repository. `set_champion` is the commit point: it moves the MLflow alias `champion` last, when every
+gate (model-file scan, SBOM and ML-BOM validity, Xray, accuracy, champion) has passed and the release copy
+is in place, so a crash or kill at any earlier step leaves `champion` where it was and clearing the failed
+task reruns the rest without duplicates. The release copy's `mlflow.alias` stamp follows the alias.
 
 XCom carries references only: file paths under a run-scoped directory, MLflow ids, Artifactory
 repo/path + sha256, metric dicts.
@@ -314,11 +317,11 @@ def mnist_training():
             "mlbom": {**mlbom.to_dict(), "artifactory_path": uploaded["mlbom"]},
         }
 
-    @task(outlets=[MNIST_CHAMPION])
+    @task
     def promote_model(
         dataset: dict, trained: dict, registered: dict, evaluation: dict, published: dict, sbom: dict, scan: dict
     ) -> dict:
-        """Runs only after the Xray gate passed; moves `champion` when the model gates pass too."""
+        """Runs only after the Xray gate passed; decides promotion, writes the evidence pack and lineage stamps."""
         import json
         from pathlib import Path
 
@@ -368,7 +371,7 @@ def mnist_training():
                 "artifactory.sha256": published["sha256"],
             },
         )
-        # The evidence pack goes next to the model before any alias moves, whatever the decision.
+        # The evidence pack goes next to the model whatever the decision; `champion` moves only in set_champion.
         run_dir = _settings().run_dir(dag_id, run_id)
         mlbom_doc = json.loads(Path(sbom["mlbom"]["path"]).read_text())
         lineage = build_lineage(
@@ -428,14 +431,46 @@ def mnist_training():
                 f"{name} version {version} stays '{registry.CHALLENGER}', champion unchanged "
                 f"({current[0] if current else 'none'}): " + " | ".join(decision.reasons)
             )
+        print(f"{name} version {version} passed every gate; set_champion moves '{registry.CHAMPION}' after the release")
+        return {"promote": True, "version": version, "previous_champion": current[0] if current else None}
+
+    @task(outlets=[MNIST_CHAMPION])
+    def set_champion(registered: dict, published: dict, released: dict) -> dict:
+        """The commit point: move `champion` to this version, then mirror the alias on its release copy."""
+        from airflow.sdk.exceptions import AirflowFailException
+        from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+        from include.mlops import registry
+        from include.mlops.evidence import champion_properties, champion_query
+
+        uri, name, version = registered["tracking_uri"], registered["model_name"], registered["version"]
+        if released["sha256"] != published["sha256"]:
+            raise AirflowFailException(
+                f"release copy {released['repo']}/{released['path']} has sha256 {released['sha256']}, "
+                f"but the gated file {published['repo']}/{published['path']} has {published['sha256']}"
+            )
+        current = registry.champion(uri, name)
+        # The commit point. This task runs only when every upstream task succeeded (model-file scan, SBOM and
+        # ML-BOM validity, Xray, model gates, release copy) and each of those is idempotent per model version,
+        # so a crash anywhere before this call leaves `champion` where it was and a cleared rerun adds nothing.
+        # The alias move is one registry call.
         registry.promote(uri, name, version)
+        # After the commit, Artifactory's mirror of the alias follows; a crash in between is repaired by a
+        # rerun, which finds `champion` already here and re-stamps.
+        hook = ArtifactoryHook()
+        hook.set_item_properties(released["repo"], released["path"], champion_properties())
+        for row in hook.search_aql(champion_query(released["repo"])):
+            stale = f"{row['path']}/{row['name']}"
+            if stale != released["path"]:
+                hook.delete_item_properties(released["repo"], stale, list(champion_properties()))
         get_current_context()["outlet_events"][MNIST_CHAMPION].extra = {
             "model_name": name,
             "version": version,
             "sha256": published["sha256"],
         }
-        print(f"{name} version {version} is now '{registry.CHAMPION}' (was {current[0] if current else 'none'})")
-        return {"promoted": True, "version": version, "previous_champion": current[0] if current else None}
+        previous = current[0] if current else None
+        print(f"{name} version {version} is now '{registry.CHAMPION}' (was {previous or 'none'})")
+        return {"promoted": True, "version": version, "previous_champion": previous}
 
     dataset = validate_data()
     trained = train_model(dataset)
@@ -466,14 +501,17 @@ def mnist_training():
         allowlist=XRAY_POLICY["allowlist"],
     )
     promoted = promote_model(dataset, trained, registered, evaluation, published.output, sbom, scan.output)
-    # Copy the champion from the staging repo to the release repo; idempotent, so a retry re-stamps only.
-    promoted >> ArtifactoryPromoteOperator(
+    # Copy the gated file from the staging repo to the release repo; idempotent, so a rerun re-stamps only.
+    # The `mlflow.alias` stamp is not set here: set_champion moves it with the alias.
+    released = ArtifactoryPromoteOperator(
         task_id="release_model",
         source_repo=registered["artifactory_repo"],
         source_path=registered["artifactory_model_path"],
         target_repo=registered["artifactory_release_repo"],
         copy=True,
-        properties={"model.version": registered["version"], "mlflow.alias": "champion"},
+        properties={"model.version": registered["version"]},
     )
+    promoted >> released
+    set_champion(registered, published.output, released.output)
 
 mnist_training()

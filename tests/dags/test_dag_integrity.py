@@ -56,11 +56,23 @@ def test_training_chain_order(dagbag):
     dag = dagbag.dags["mnist_training"]
     order = [
         "validate_data", "train_model", "evaluate_model", "register_model",
-        "publish_model", "generate_sbom", "scan_model", "promote_model", "release_model",
+        "publish_model", "generate_sbom", "scan_model", "promote_model", "release_model", "set_champion",
     ]
     assert set(order) == set(dag.task_ids)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} must run before {downstream}"
+
+
+def test_champion_moves_last_and_only_after_every_task(dagbag):
+    """The alias task is the sink, downstream of every other task, all-success, and the only champion producer."""
+    from include.assets import MNIST_CHAMPION
+
+    dag = dagbag.dags["mnist_training"]
+    commit = dag.get_task("set_champion")
+    assert commit.get_flat_relative_ids(upstream=True) == set(dag.task_ids) - {"set_champion"}
+    assert not commit.downstream_task_ids and commit.trigger_rule == "all_success"
+    producers = [t.task_id for t in dag.tasks if any(o.name == MNIST_CHAMPION.name for o in t.outlets)]
+    assert producers == ["set_champion"]
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)

@@ -87,7 +87,7 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     states = {ti.task_id: ti.state for ti in second.get_task_instances()}
     assert states["publish_model"] == "success"
     assert states["scan_model"] == "failed" and states["promote_model"] == "upstream_failed"
-    assert states["release_model"] == "upstream_failed"
+    assert states["release_model"] == "upstream_failed" and states["set_champion"] == "upstream_failed"
     verdict = _xcom(second, "scan_model", "xray_verdict")
     assert verdict["passed"] is False
     assert "CVE-2099-0001" in json.dumps(verdict["blocking"])
