@@ -9,8 +9,9 @@ AQL query on the released champion answers "which data and which dependencies pr
 
 Each row carries `dataset.sha256` (one value per dataset file), `model.dependency` (the purls of the
 model's runtime closure), `sbom.serial` / `sbom.path` (the full environment SBOM), `mlflow.run_id`,
-`model.version` and the Xray scan id and verdict. `mlflow.alias=champion` is stamped by the release step
-(`champion_properties()`); staging copies of earlier versions keep everything except that stamp.
+`model.version` and the Xray scan id and verdict. `mlflow.alias=champion` (`champion_properties()`) is
+moved onto the release copy by the training DAG's `set_champion` right after the MLflow alias, and taken off
+the earlier champion's; staging copies keep everything except that stamp.
 """
 
 from __future__ import annotations
