@@ -347,14 +347,17 @@ def mnist_training():
                 f"but train_model wrote {trained['sha256']}"
             )
         current = registry.champion(uri, name)
+        compared = evaluation.get("champion") or {}
+        if current is None or current[0] == version:
+            champion_accuracy, basis = None, ""
+        elif compared.get("version") == current[0]:
+            champion_accuracy, basis = compared["accuracy"], f"both on the same {compared['num_samples']} test images"
+        else:  # the champion moved after evaluate_model: fall back to the figure its own run logged
+            champion_accuracy, basis = current[1], f"champion {current[0]}'s logged test_accuracy"
         decision = gates.decide_promotion(
             [
                 gates.accuracy_gate(evaluation["accuracy"], params["min_accuracy"]),
-                gates.champion_gate(
-                    evaluation["accuracy"],
-                    current[1] if current and current[0] != version else None,
-                    params["max_regression"],
-                ),
+                gates.champion_gate(evaluation["accuracy"], champion_accuracy, params["max_regression"], basis),
             ]
         )
         for gate in decision.gates:

@@ -51,7 +51,9 @@ def accuracy_gate(accuracy: float, min_accuracy: float) -> GateResult:
     )
 
 
-def champion_gate(candidate_accuracy: float, champion_accuracy: float | None, max_regression: float) -> GateResult:
+def champion_gate(
+    candidate_accuracy: float, champion_accuracy: float | None, max_regression: float, basis: str = ""
+) -> GateResult:
     """The challenger may not fall more than `max_regression` below the current champion."""
     if champion_accuracy is None:
         return GateResult("champion", True, "no current champion: the candidate is the first", {})
@@ -62,8 +64,9 @@ def champion_gate(candidate_accuracy: float, champion_accuracy: float | None, ma
         "champion",
         passed,
         f"candidate accuracy {candidate_accuracy:.4f} {verdict} champion {champion_accuracy:.4f} "
-        f"minus max_regression {max_regression:.4f}",
-        {"candidate": candidate_accuracy, "champion": champion_accuracy, "max_regression": max_regression},
+        f"minus max_regression {max_regression:.4f}" + (f" ({basis})" if basis else ""),
+        {"candidate": candidate_accuracy, "champion": champion_accuracy, "max_regression": max_regression,
+         "delta": candidate_accuracy - champion_accuracy, "basis": basis},
     )
 
 

@@ -97,6 +97,18 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == version
     assert "challenger" in client.get_model_version(settings.model_name, new_version).aliases
 
+    # Champion vs challenger: the champion was scored again on the same images, and the comparison logged.
+    assert _xcom(first, "evaluate_model", "return_value")["champion"] is None
+    evaluation = _xcom(second, "evaluate_model", "return_value")
+    assert evaluation["champion"]["version"] == version
+    assert evaluation["champion"]["num_samples"] == evaluation["num_samples"]
+    assert evaluation["champion"]["accuracy"] == release["test_accuracy"]  # same model, same images
+    run = client.get_run(client.get_model_version(settings.model_name, new_version).run_id)
+    assert run.data.metrics["test_champion_accuracy"] == release["test_accuracy"]
+    assert run.data.metrics["test_accuracy_delta_vs_champion"] == pytest.approx(
+        evaluation["accuracy"] - release["test_accuracy"])
+    assert run.data.tags["champion.compared_version"] == version
+
 
 def _xcom(dag_run, task_id: str, key: str):
     from airflow.models.xcom import XComModel

@@ -30,3 +30,10 @@ def test_decision_needs_every_gate():
     decision = gates.decide_promotion([ok, blocked])
     assert decision.promote is False and decision.reasons == ["CVE-1 blocks"]
     assert gates.decide_promotion([]).promote is False
+
+
+def test_champion_gate_records_the_comparison_and_its_basis():
+    gate = gates.champion_gate(0.9890, 0.9905, 0.002, "both on the same 10000 test images")
+    assert gate.passed is True and gate.reason.endswith("(both on the same 10000 test images)")
+    assert gate.details["delta"] == pytest.approx(-0.0015) and gate.details["basis"].startswith("both")
+    assert gates.champion_gate(0.9880, 0.9905, 0.002).passed is False
