@@ -44,7 +44,17 @@ def main() -> None:
         print(f"                     Artifactory {sbom['artifactory_path']}")
         print(f"Xray verdict         scan {xray['scan_id']}: {xray['counts']} "
               f"(threshold {xray['severity_threshold']}) -> {'PASS' if xray['passed'] else 'BLOCK'}")
-        print(f"Promotion            {'champion' if decision['promote'] else 'blocked: ' + '; '.join(decision['reasons'])}")
+        # release.json is written before the alias moves (set_champion is the commit point): ask MLflow
+        from include.mlops import registry
+
+        current = registry.champion(mlflow["tracking_uri"], mlflow["model_name"])
+        if not decision["promote"]:
+            print(f"Promotion            blocked: {'; '.join(decision['reasons'])}")
+        elif current and current[0] == str(mlflow["version"]):
+            print(f"Promotion            champion (MLflow alias on v{current[0]})")
+        else:
+            print(f"Promotion            gates passed, champion still {current[0] if current else 'none'}: "
+                  "release_model or set_champion did not finish (see their logs above)")
     else:
         print("Blocked or failed    no release manifest: promote_model did not run (a gate failed; see the log of")
         print("                     the failed task above, e.g. scan_model names the CVE, component and threshold)")
