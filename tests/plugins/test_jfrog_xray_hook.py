@@ -75,6 +75,14 @@ def test_result_is_none_while_running_and_timeout_fails_closed(hook, jfrog_serve
         hook.wait_for_graph_scan(scan_id, poll_interval=0.05, timeout=0.3)
 
 
+def test_polls_start_at_half_a_second_and_double_up_to_the_interval(hook, jfrog_server, monkeypatch):
+    jfrog_server.scan_polls_before_done = 5
+    sleeps: list[float] = []
+    monkeypatch.setattr(hook, "_sleep", sleeps.append)
+    hook.wait_for_graph_scan(hook.scan_graph(DEPS), poll_interval=3.0, timeout=60)
+    assert sleeps == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
 def test_unknown_scan_id_raises(hook):
     with pytest.raises(JFrogApiError) as err:
         hook.get_graph_scan_result("nope")

@@ -92,6 +92,8 @@ class XrayHook(JFrogHook):
                             include_licenses: bool = True) -> GraphScanResult:
         """Poll until the scan is done; raise on timeout or failure (fail closed)."""
         deadline = time.monotonic() + timeout
+        # Small graph scans finish in a second or two: poll after 0.5 s, then double up to poll_interval.
+        delay = min(0.5, poll_interval)
         while True:
             body = self.get_graph_scan_result(scan_id, include_vulnerabilities, include_licenses)
             if body is not None:
@@ -103,7 +105,8 @@ class XrayHook(JFrogHook):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise XrayScanTimeoutError(None, f"graph scan {scan_id} not done after {timeout:.0f}s")
-            self._sleep(min(poll_interval, remaining))
+            self._sleep(min(delay, remaining))
+            delay = min(2 * delay, poll_interval)
 
     def get_artifact_summary(self, paths: Sequence[str] | None = None, checksums: Sequence[str] | None = None, *,
                              artifactory_id: str | None = "default") -> dict[str, Any]:
