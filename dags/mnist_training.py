@@ -166,8 +166,7 @@ def mnist_training():
         model_scan = assert_safe_model_file(output)
         if model_scan.sha256 != trained["sha256"]:
             raise AirflowFailException(f"{output} has sha256 {model_scan.sha256}, training reported {trained['sha256']}")
-        # generate_sbom inventories this interpreter: the training image pins the torch and torchvision it has
-        # (tests/deploy/test_compose.py checks), and `container` names the image that trained.
+        # generate_sbom inventories what trained: this interpreter, or the packages the training image reported.
         return {**trained, "model_scan": model_scan.to_dict(), "python": sys.executable}
 
     @task
@@ -283,7 +282,8 @@ def mnist_training():
         _, dag_id, run_id = _context()
         settings = _settings()
         run_dir = settings.run_dir(dag_id, run_id)
-        sbom = generate(trained["python"], run_dir / "sbom.cdx.json", settings.sbom_tool)
+        image_packages = (trained.get("container") or {}).get("packages")
+        sbom = generate(trained["python"], run_dir / "sbom.cdx.json", settings.sbom_tool, packages=image_packages)
         hook = ArtifactoryHook()
         mlbom = write_mlbom(
             run_dir / "mlbom.cdx.json",

@@ -172,5 +172,6 @@ class ContainerTraining:
         return {
             **result,
             "config": reported["config"],
-            "container": {"image": self.image, "gpus": self.gpus, "python": reported["python"]},
+            "container": {"image": self.image, "gpus": self.gpus, "python": reported["python"],
+                          "packages": reported.get("packages")},
         }

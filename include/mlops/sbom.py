@@ -14,6 +14,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,8 +46,14 @@ class SbomResult:
         return asdict(self)
 
 
-def generate_sbom(python: str, output_path: Path, tool: str, timeout: float = 300) -> SbomResult:
-    """Write a validated CycloneDX 1.6 JSON SBOM of the environment that `python` runs in."""
+def generate_sbom(
+    python: str, output_path: Path, tool: str, timeout: float = 300, *, packages: Sequence[str] | None = None
+) -> SbomResult:
+    """Write a validated CycloneDX 1.6 JSON SBOM of the environment that `python` runs in.
+
+    With `packages` (`name==version` lines that the training image reported for itself) the SBOM is of that
+    list instead, through `cyclonedx-py requirements`: the image trained, so the image is inventoried.
+    """
     if not Path(tool).exists():
         raise SbomError(f"SBOM tool {tool} not found: create it with `scripts/setup` (requirements-sbom.txt)")
     output_path = Path(output_path)
@@ -54,8 +61,14 @@ def generate_sbom(python: str, output_path: Path, tool: str, timeout: float = 30
     start = time.perf_counter()
     fd, tmp = tempfile.mkstemp(prefix=".sbom-", suffix=".json", dir=output_path.parent)
     os.close(fd)
+    requirements = None
     try:
-        cmd = [tool, "environment", python, "--sv", SPEC_VERSION, "--of", "JSON", "--no-validate", "-o", tmp]
+        if packages is None:
+            source = ["environment", python]
+        else:
+            requirements = _pinned_requirements_file(packages, output_path.parent)
+            source = ["requirements", requirements]
+        cmd = [tool, *source, "--sv", SPEC_VERSION, "--of", "JSON", "--no-validate", "-o", tmp]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
             _validator()  # load the schemas (~0.2 s) while the tool reads the package metadata
             try:
@@ -64,13 +77,15 @@ def generate_sbom(python: str, output_path: Path, tool: str, timeout: float = 30
                 proc.kill()
                 raise SbomError(f"SBOM of {python} not written to {output_path} within {timeout:.0f}s") from exc
         if proc.returncode != 0:
-            raise SbomError(f"cyclonedx-py failed on {python} (exit {proc.returncode}): {stderr.strip()[-2000:]}")
+            what = python if packages is None else f"{len(packages)} reported packages"
+            raise SbomError(f"cyclonedx-py failed on {what} (exit {proc.returncode}): {stderr.strip()[-2000:]}")
         doc = json.loads(Path(tmp).read_text())
         validate_cyclonedx(doc, source=str(output_path))
         os.replace(tmp, output_path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, requirements):
+            if leftover and os.path.exists(leftover):
+                os.unlink(leftover)
     return SbomResult(
         path=str(output_path),
         sha256=hashlib.sha256(output_path.read_bytes()).hexdigest(),
@@ -79,6 +94,20 @@ def generate_sbom(python: str, output_path: Path, tool: str, timeout: float = 30
         components=len(doc.get("components", [])),
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+
+
+def _pinned_requirements_file(packages: Sequence[str], directory: Path) -> str:
+    # Only exact pins: the list comes from a container, and a URL, option or range line must not reach the tool.
+    bad = [p for p in packages if not isinstance(p, str) or not _PINNED.match(p)]
+    if bad or not packages:
+        raise SbomError(f"reported packages must be a non-empty list of name==version pins; bad: {bad[:5]!r}")
+    fd, path = tempfile.mkstemp(prefix=".requirements-", suffix=".txt", dir=directory)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(sorted(set(packages))) + "\n")
+    return path
 
 
 def _canonical(value: Any) -> str:

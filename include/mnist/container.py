@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,8 +39,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train_model(config, args.data_dir, args.output, log=print)
     scan = assert_safe_model_file(args.output)
     print(RESULT_PREFIX + json.dumps({"result": result.to_dict(), "model_scan": scan.to_dict(),
-                                      "config": config.to_dict(), "python": sys.executable}), flush=True)
+                                      "config": config.to_dict(), "python": sys.executable,
+                                      "packages": installed_packages()}), flush=True)
     return 0
+
+
+def installed_packages() -> list[str]:
+    """`name==version` of every distribution this interpreter sees: the image's inventory for its SBOM."""
+    from importlib.metadata import distributions
+
+    pins = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:  # a broken .dist-info has no name; first on sys.path wins, as for imports
+            pins.setdefault(re.sub(r"[-_.]+", "-", name).lower(), f"{name}=={dist.version}")
+    return sorted(pins.values())
 
 
 def parse_result(logs: str) -> dict:

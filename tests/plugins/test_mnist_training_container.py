@@ -155,6 +155,16 @@ def test_entry_point_run_with_the_operators_argv_and_env_returns_train_models_di
     assert trained["model_path"] == str(output) and trained["num_train_samples"] == 256
     assert trained["sha256"] == assert_safe_model_file(output).sha256
     assert trained["config"]["seed"] == 3 and trained["container"]["image"] == DEFAULT_IMAGE
+    # The image's own inventory comes back with the result, and generate_sbom turns it into the SBOM.
+    from include.mlops.sbom import generate_sbom
+    from include.settings import PipelineSettings
+
+    packages = trained["container"]["packages"]
+    assert any(p.lower().startswith("torch==") for p in packages)
+    sbom = generate_sbom("unused", tmp_path / "sbom.cdx.json", PipelineSettings.from_env().sbom_tool,
+                         packages=packages)
+    doc = json.loads(Path(sbom.path).read_text())
+    assert sorted(f"{c['name']}=={c['version']}" for c in doc["components"]) == sorted(packages)
 
 
 def test_result_refuses_a_foreign_path_or_unvalidated_data(tmp_path: Path) -> None:

@@ -80,3 +80,10 @@ def test_tool_failure_names_the_interpreter(tmp_path: Path):
     with pytest.raises(SbomError, match="no-such-python"):
         generate_sbom(str(tmp_path / "no-such-python"), tmp_path / "x.json", PipelineSettings.from_env().sbom_tool)
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("packages", [[], ["torch>=2"], ["torch==2.14.1", "-r /etc/passwd"], ["git+https://x/y"]])
+def test_reported_packages_must_be_exact_pins(tmp_path: Path, packages):
+    with pytest.raises(SbomError, match="name==version"):
+        generate_sbom("unused", tmp_path / "x.json", PipelineSettings.from_env().sbom_tool, packages=packages)
+    assert list(tmp_path.iterdir()) == []  # no SBOM, no requirements file left behind
