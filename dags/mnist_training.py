@@ -272,6 +272,7 @@ def mnist_training():
         import json
         from pathlib import Path
 
+        from airflow.sdk.exceptions import AirflowFailException
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
         from include.mlops.mlbom import build_mlbom, datasets_from_digests, write_mlbom
@@ -282,7 +283,11 @@ def mnist_training():
         _, dag_id, run_id = _context()
         settings = _settings()
         run_dir = settings.run_dir(dag_id, run_id)
-        image_packages = (trained.get("container") or {}).get("packages")
+        image_packages = None
+        if trained.get("container"):
+            image_packages = trained["container"].get("packages")
+            if not image_packages:  # never inventory the worker in place of the image that trained
+                raise AirflowFailException(f"training image {trained['container']['image']} reported no packages")
         sbom = generate(trained["python"], run_dir / "sbom.cdx.json", settings.sbom_tool, packages=image_packages)
         hook = ArtifactoryHook()
         mlbom = write_mlbom(
@@ -352,14 +357,19 @@ def mnist_training():
             champion_accuracy, basis = None, ""
         elif compared.get("version") == current[0]:
             champion_accuracy, basis = compared["accuracy"], f"both on the same {compared['num_samples']} test images"
-        else:  # the champion moved after evaluate_model: fall back to the figure its own run logged
-            champion_accuracy, basis = current[1], f"champion {current[0]}'s logged test_accuracy"
-        decision = gates.decide_promotion(
-            [
-                gates.accuracy_gate(evaluation["accuracy"], params["min_accuracy"]),
-                gates.champion_gate(evaluation["accuracy"], champion_accuracy, params["max_regression"], basis),
-            ]
-        )
+        else:
+            champion_accuracy, basis = None, ""
+        model_gates = [gates.accuracy_gate(evaluation["accuracy"], params["min_accuracy"])]
+        if current is not None and current[0] != version and champion_accuracy is None:
+            # The champion moved after evaluate_model scored it: a figure logged on other images is no comparison.
+            model_gates.append(gates.GateResult(
+                "champion", False, f"champion is version {current[0]} but evaluate_model compared against "
+                f"{compared.get('version') or 'none'}: rerun the DAG to compare on the same images"))
+        else:
+            model_gates.append(
+                gates.champion_gate(evaluation["accuracy"], champion_accuracy, params["max_regression"], basis)
+            )
+        decision = gates.decide_promotion(model_gates)
         for gate in decision.gates:
             print(f"gate {gate.name}: {'PASS' if gate.passed else 'BLOCK'} - {gate.reason}")
         print(f"gate xray: PASS - {scan['counts']} (threshold {scan['severity_threshold']}, scan {scan['scan_id']})")
@@ -438,7 +448,7 @@ def mnist_training():
         return {"promote": True, "version": version, "previous_champion": current[0] if current else None}
 
     @task(outlets=[MNIST_CHAMPION])
-    def set_champion(registered: dict, published: dict, released: dict) -> dict:
+    def set_champion(registered: dict, published: dict, promoted: dict, released: dict) -> dict:
         """The commit point: move `champion` to this version, then mirror the alias on its release copy."""
         from airflow.sdk.exceptions import AirflowFailException
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
@@ -453,6 +463,12 @@ def mnist_training():
                 f"but the gated file {published['repo']}/{published['path']} has {published['sha256']}"
             )
         current = registry.champion(uri, name)
+        if current is not None and current[0] not in (promoted["previous_champion"], version):
+            # Another run promoted since promote_model gated against version {previous}: never roll it back.
+            raise AirflowFailException(
+                f"champion is now version {current[0]}, not {promoted['previous_champion']} that {name} version "
+                f"{version} was gated against; it stays '{registry.CHALLENGER}' (trigger a new run to compare)"
+            )
         # The commit point. This task runs only when every upstream task succeeded (model-file scan, SBOM and
         # ML-BOM validity, Xray, model gates, release copy) and each of those is idempotent per model version,
         # so a crash anywhere before this call leaves `champion` where it was and a cleared rerun adds nothing.
@@ -515,6 +531,6 @@ def mnist_training():
         properties={"model.version": registered["version"]},
     )
     promoted >> released
-    set_champion(registered, published.output, released.output)
+    set_champion(registered, published.output, promoted, released.output)
 
 mnist_training()

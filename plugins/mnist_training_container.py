@@ -164,7 +164,10 @@ class ContainerTraining:
         if result["model_path"] != str(output):
             raise AirflowFailException(f"the training container wrote {result['model_path']}, not {output}")
         # The container may train on its own copy of MNIST (the image's): it must be the one validate_data read.
-        differing = sorted(k for k, v in result["data_digests"].items() if digests.get(k) != v)
+        trained_on = result["data_digests"]
+        # Every file it reports must be one validate_data checked, and the training split must be among them.
+        required = {k for k in digests if k.startswith("train-")} or set(digests)
+        differing = sorted(k for k in set(trained_on) | required if trained_on.get(k) != digests.get(k))
         if differing:
             raise AirflowFailException(
                 f"the training container trained on {differing} with digests that validate_data did not see"

@@ -250,7 +250,7 @@ def amp_dtype_for(device: torch.device, precision: str = "auto") -> torch.dtype 
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
     # AVX512-BF16 (Zen 4, Cooper Lake and later) runs oneDNN's bf16 convolutions natively: the fast preset's
     # CPU step is about 2.5x faster at the same accuracy (bench/bench_training.py). Without it bf16 is emulated
     # and slower than fp32.

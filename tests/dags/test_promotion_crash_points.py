@@ -108,8 +108,10 @@ _PASS_ONCE = [{"delay": 0}]
 # the 500 after it keeps the request from taking effect once its process is gone.
 _HOLD = [{"delay": 20, "status": 500, "body": "held by the crash-point test"}]
 POINTS = [
-    CrashPoint("publish_model: model upload answered 500", "publish_model",
-               _jfrog_fault(rf"^/artifactory/{STAGING}/mnist-cnn/\d+/model\.pt", "PUT")),
+    # The checksum-deploy probe gets its usual 404, then the PUT carrying the bytes is answered 500.
+    CrashPoint("publish_model: model bytes sent, upload answered 500", "publish_model",
+               _jfrog_fault(rf"^/artifactory/{STAGING}/mnist-cnn/\d+/model\.pt", "PUT",
+                            [{"status": 404, "body": "no artifact with this checksum"}, FAULT[0]])),
     CrashPoint("generate_sbom: SBOM tool missing", "generate_sbom", _missing_sbom_tool),
     CrashPoint("generate_sbom: part-way, SBOM uploaded, ML-BOM upload 500", "generate_sbom",
                _jfrog_fault(rf"^/artifactory/{STAGING}/mnist-cnn/\d+/mlbom\.cdx\.json", "PUT")),
@@ -348,6 +350,21 @@ def test_crash_at_each_step_keeps_champion_and_rerun_completes_without_duplicate
     # The Asset event comes with the task that moves the alias: one per champion, none from a crashed try, and
     # one more from the full rerun, since Airflow emits an event for every successful try of a producer.
     assert events == Counter(world.run_ids) + Counter([last_run]), events
+
+    # A commit point reached after another run moved `champion` must not roll that run back.
+    from include.mlops import registry
+
+    disarm = _jfrog_fault(rf"^/artifactory/api/storage/{RELEASE}/mnist-cnn/\d+/model\.pt$", "PUT")(world)
+    try:
+        late = world.dag.test(run_conf={**TINY, "seed": len(POINTS) + 1})
+    finally:
+        disarm()
+    assert _states(late)["release_model"] == "failed" and _champion(world) == last_version
+    other = _version_of(world, baseline.run_id)
+    registry.promote(world.tracking_uri, world.model_name, other)  # what another run's set_champion would do
+    late = _rerun(world.dag, late.run_id)
+    assert late.state == "failed" and _states(late)["set_champion"] == "failed", _states(late)
+    assert _champion(world) == other
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def test_large_file_tries_checksum_deploy_then_uploads_then_republishes_with_zer
 
 
 def test_multi_slice_file_hashes_on_threads_and_the_server_verifies_sha256_and_sha1(hook, jfrog_server, tmp_path):
-    # 9 MiB: past the threading threshold and more than one 8 MiB send slice
+    # 9 MiB: past the threading threshold and nine 1 MiB send slices
     (path := tmp_path / "big.pt").write_bytes(data := os.urandom(9 * 1024 * 1024))
     result = hook.deploy_artifact(path, REPO, "m/9/model.pt")
     assert (result.sha256, result.sha1, result.md5, result.size) == (

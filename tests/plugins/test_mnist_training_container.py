@@ -179,6 +179,10 @@ def test_result_refuses_a_foreign_path_or_unvalidated_data(tmp_path: Path) -> No
         ContainerTraining().result([line], output=Path("/elsewhere/model.pt"), digests=digests)
     with pytest.raises(AirflowFailException, match="train-images-idx3-ubyte.gz"):
         ContainerTraining().result([line], output=tmp_path / "model.pt", digests=digests)
+    silent = line.replace('{"train-images-idx3-ubyte.gz": "' + "ff" * 32 + '"}', "{}")
+    assert silent != line  # a container that reports no data digests must not pass either
+    with pytest.raises(AirflowFailException, match="train-labels-idx1-ubyte.gz"):
+        ContainerTraining().result([silent], output=tmp_path / "model.pt", digests=digests)
 
 
 def test_docker_operator_trains_through_the_engine_api(tmp_path: Path, engine: DockerEngineStub) -> None:

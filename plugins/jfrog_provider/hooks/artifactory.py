@@ -23,8 +23,9 @@ from jfrog_provider.hooks.base import JFrogHook
 # contract A5: the JFrog CLI tries checksum deploy only for files of at least 10 KiB
 CHECKSUM_DEPLOY_MIN_SIZE = 10 * 1024
 _READ_CHUNK = 1024 * 1024
-# one slice per send call: few Python round trips, and no copy out of the mapping
-_SEND_CHUNK = 8 * 1024 * 1024
+# One slice per send call, no copy out of the mapping. urllib3 sends the body under the connect timeout
+# (at most 10 s), so a slice must fit a slow link in that time: 1 MiB needs about 1 Mbit/s.
+_SEND_CHUNK = 1024 * 1024
 # below this a thread costs more than the parallel hashing saves
 _THREAD_MIN_SIZE = 256 * 1024
 # contract A9: characters Artifactory refuses in property keys
@@ -72,6 +73,8 @@ class _MappedFile:
             # Truncating a mapped file in place would fault the reader: deploy files written by rename, as
             # the DAGs do (include/mlops/files.py); a rewrite of the path leaves the mapped inode intact.
             self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
+        if self._map is not None:
+            self.size = len(self._map)  # the length mapped, should the file have grown since fstat
         self.view = memoryview(self._map) if self._map is not None else memoryview(b"")
 
     def chunks(self) -> Iterator[memoryview]:
@@ -81,7 +84,8 @@ class _MappedFile:
                 yield part
 
     def close(self) -> None:
-        self.view.release()
+        with contextlib.suppress(BufferError):  # never mask the error that brought us here
+            self.view.release()
         if self._map is not None:
             # a slice still held by a failed request keeps the mapping open; it closes when that is collected
             with contextlib.suppress(BufferError):
