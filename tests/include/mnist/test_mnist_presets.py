@@ -13,10 +13,13 @@ import torch.utils.deterministic
 from include.mnist import train as train_module
 from include.mnist.evaluate import evaluate_model
 from include.mnist.model import (
+    ARCHITECTURE,
     BACKGROUND,
+    FAST_ARCHITECTURE,
     QUALITY_ARCHITECTURE,
     BnCNN,
     MnistCNN,
+    NarrowCNN,
     build_model,
     count_parameters,
     normalize,
@@ -158,7 +161,8 @@ def test_cpu_fallback_records_how_it_ran(
     assert result.versions["torch"] == torch.__version__ and result.versions["cuda"]
     assert json.loads(json.dumps(result.to_dict()))["preset"] == "fast"
     state = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert ARCHITECTURE_KEY not in state and set(state) == set(MnistCNN().state_dict())
+    assert read_architecture(state) == FAST_ARCHITECTURE == result.architecture
+    assert set(state) - {ARCHITECTURE_KEY} == set(NarrowCNN().state_dict())
     with pytest.raises(ValueError, match="CUDA is not available"):
         train_model(TrainConfig(device="cuda", max_train_samples=64), data_dir, tmp_path / "x.pt")
 
@@ -201,3 +205,13 @@ def test_load_model_rejects_unknown_or_malformed_architecture(tmp_path: Path) ->
         with pytest.raises(ModelFileError) as info:
             load_model(path)
         assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_untagged_fast99_files_still_load(tmp_path: Path) -> None:
+    # Champions saved before the fast preset moved to NarrowCNN carry no architecture tag: they are fast99.
+    legacy = tmp_path / "legacy.pt"
+    torch.save(MnistCNN().state_dict(), legacy)
+    model = load_model(legacy)
+    assert type(model) is MnistCNN and model.architecture == ARCHITECTURE
+    narrow = build_model(FAST_ARCHITECTURE)
+    assert type(narrow) is NarrowCNN and count_parameters(narrow) < count_parameters(MnistCNN())

@@ -20,11 +20,13 @@ from include.mnist.model import (
     MNIST_MEAN,
     MNIST_STD,
     MnistCNN,
+    NarrowCNN,
     build_model,
     count_parameters,
     normalize,
 )
 from include.mnist.train import (
+    ARCHITECTURE_KEY,
     ModelFileError,
     TrainConfig,
     TrainResult,
@@ -37,6 +39,8 @@ from include.mnist.train import (
 SMALL = TrainConfig(epochs=2, batch_size=64, max_train_samples=1024, seed=7, device="cpu")
 # conv1 24*1*5*5+24, conv2 32*24*3*3+32, fc1 800*256+256, fc2 256*10+10
 FAST99_PARAMETERS = 624 + 6944 + 205_056 + 2_570
+# The fast preset's NarrowCNN: conv 1->16 (5x5), conv 16->24 (3x3), fc 600->256, fc 256->10.
+NARROW_PARAMETERS = 416 + 3480 + 153_856 + 2_570
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ def test_resolve_device() -> None:
 def test_training_learns_and_reports(trained: Trained, data_dir: Path) -> None:
     result = trained.result
     assert result.num_train_samples == 1024 and result.device == "cpu"
-    assert result.parameters == FAST99_PARAMETERS
+    assert result.parameters == NARROW_PARAMETERS and result.architecture == "fast99-narrow-cnn"
     assert [m.epoch for m in result.epochs] == [1, 2]
     assert result.epochs[1].loss < result.epochs[0].loss
     assert all(m.images_per_second > 0 and m.seconds > 0 for m in result.epochs)
@@ -165,12 +169,13 @@ def test_saved_file_is_atomic_and_weights_only(trained: Trained) -> None:
     assert trained.result.sha256 == sha256_file(path)
     assert os.listdir(path.parent) == ["model.pt"]  # no temp file left behind
     state = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(state) == set(MnistCNN().state_dict())
+    state.pop(ARCHITECTURE_KEY)
+    assert set(state) == set(NarrowCNN().state_dict())
     model = load_model(path)
-    assert not model.training
+    assert not model.training and isinstance(model, NarrowCNN)
     x = normalize(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))
     with torch.no_grad():
-        reference = MnistCNN()
+        reference = NarrowCNN()
         reference.load_state_dict(state)
         torch.testing.assert_close(model(x), reference(x))
 
