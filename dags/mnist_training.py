@@ -250,6 +250,8 @@ def mnist_training():
                 "airflow.run_id": run_id,
                 "model.sha256": trained["sha256"],
                 "champion.compared_version": (evaluation.get("champion") or {}).get("version") or "none",
+                "training.image": (trained.get("container") or {}).get("image") or "none (in-process)",
+                "training.image_id": (trained.get("container") or {}).get("image_id") or "none",
                 "git.commit": code_version(REPO_ROOT),
                 "python": trained["python"],
                 **{f"version.{k}": v for k, v in trained["versions"].items()},

@@ -152,8 +152,12 @@ class ContainerTraining:
         output.parent.mkdir(parents=True, exist_ok=True)  # a bind mount's source must exist
         # Run from inside train_model so the task id, Params and XCom stay those of the in-process path;
         # Airflow logs that a nested operator ran (allow_nested_operators, on by default).
-        lines = self.operator(config=config, data_dir=data_dir, output=output).execute(context)
-        return self.result(lines if isinstance(lines, list) else [lines or ""], output=output, digests=digests)
+        operator = self.operator(config=config, data_dir=data_dir, output=output)
+        lines = operator.execute(context)
+        trained = self.result(lines if isinstance(lines, list) else [lines or ""], output=output, digests=digests)
+        # The tag is mutable; the image id names the exact image that trained, for the lineage.
+        trained["container"]["image_id"] = operator.cli.inspect_image(self.image)["Id"]
+        return trained
 
     def result(self, lines: list[str], *, output: Path, digests: Mapping[str, str]) -> dict:
         """The container's result line as train_model's dict, once it names `output` and the validated data."""

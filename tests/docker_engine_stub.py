@@ -9,6 +9,7 @@ containers/{id}/json, attach (the raw multiplexed stream of the Engine API), sta
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import re
@@ -20,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 API_VERSION = "1.45"
 
@@ -83,6 +84,11 @@ class _Container:
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
+
+
+def image_id(ref: str) -> str:
+    """The stub's content id for an image reference (a real engine hashes the image config)."""
+    return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
 
 
 class DockerEngineStub:
@@ -154,8 +160,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(200, {"ApiVersion": API_VERSION, "MinAPIVersion": "1.24", "Version": "stub"})
         elif action == ("GET", "/images/json"):
             wanted = json.loads(query.get("filters", ["{}"])[0]).get("reference", [])
-            self._reply(200, [{"Id": f"sha256:{ref}", "RepoTags": [ref]} for ref in sorted(engine.local)
+            self._reply(200, [{"Id": image_id(ref), "RepoTags": [ref]} for ref in sorted(engine.local)
                               if not wanted or ref in wanted])
+        elif method == "GET" and (image := re.fullmatch(r"/images/(.+)/json", path)):
+            ref = unquote(image.group(1))
+            if ref not in engine.local:
+                self._reply(404, {"message": f"No such image: {ref}"})
+                return
+            self._reply(200, {"Id": image_id(ref), "RepoTags": [ref], "RepoDigests": []})
         elif action == ("POST", "/images/create"):
             ref = f"{query['fromImage'][0]}:{query.get('tag', ['latest'])[0]}"
             if ref not in engine.registry:

@@ -108,6 +108,7 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert run.data.metrics["test_accuracy_delta_vs_champion"] == pytest.approx(
         evaluation["accuracy"] - release["test_accuracy"])
     assert run.data.tags["champion.compared_version"] == version
+    assert run.data.tags["training.image"] == "none (in-process)"
 
 
 def _xcom(dag_run, task_id: str, key: str):

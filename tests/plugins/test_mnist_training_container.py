@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from docker_engine_stub import DockerEngineStub, image_from_dockerfile
+from docker_engine_stub import DockerEngineStub, image_from_dockerfile, image_id
 from mnist_training_container import DEFAULT_IMAGE, ContainerTraining
 
 from include.mnist.container import container_command
@@ -194,6 +194,7 @@ def test_docker_operator_trains_through_the_engine_api(tmp_path: Path, engine: D
     trained = settings.train({}, config=TINY, data_dir=DATA_DIR, output=output, digests=read_checksums(DATA_DIR))
     assert set(trained) == in_process_keys() and trained["num_train_samples"] == 256
     assert trained["sha256"] == assert_safe_model_file(output).sha256
+    assert trained["container"]["image_id"] == image_id(DEFAULT_IMAGE)  # the exact image, not only its tag
     assert engine.pulled == [DEFAULT_IMAGE]
     (created,) = engine.created
     assert created["Image"] == DEFAULT_IMAGE and created["Cmd"] == container_command(TINY, DATA_DIR, output)
