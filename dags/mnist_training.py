@@ -285,12 +285,15 @@ def mnist_training():
         _, dag_id, run_id = _context()
         settings = _settings()
         run_dir = settings.run_dir(dag_id, run_id)
-        image_packages = None
+        image_packages = image_requires = None
         if trained.get("container"):
-            image_packages = trained["container"].get("packages")
+            image_packages, image_requires = trained["container"].get("packages"), trained["container"].get("requires")
             if not image_packages:  # never inventory the worker in place of the image that trained
                 raise AirflowFailException(f"training image {trained['container']['image']} reported no packages")
-        sbom = generate(trained["python"], run_dir / "sbom.cdx.json", settings.sbom_tool, packages=image_packages)
+        sbom = generate(
+            trained["python"], run_dir / "sbom.cdx.json", settings.sbom_tool,
+            packages=image_packages, requires=image_requires,
+        )
         hook = ArtifactoryHook()
         mlbom = write_mlbom(
             run_dir / "mlbom.cdx.json",

@@ -180,5 +180,5 @@ class ContainerTraining:
             **result,
             "config": reported["config"],
             "container": {"image": self.image, "gpus": self.gpus, "python": reported["python"],
-                          "packages": reported.get("packages")},
+                          "packages": reported.get("packages"), "requires": reported.get("requires")},
         }

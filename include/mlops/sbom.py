@@ -14,7 +14,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,12 +47,20 @@ class SbomResult:
 
 
 def generate_sbom(
-    python: str, output_path: Path, tool: str, timeout: float = 300, *, packages: Sequence[str] | None = None
+    python: str,
+    output_path: Path,
+    tool: str,
+    timeout: float = 300,
+    *,
+    packages: Sequence[str] | None = None,
+    requires: Mapping[str, Sequence[str]] | None = None,
 ) -> SbomResult:
     """Write a validated CycloneDX 1.6 JSON SBOM of the environment that `python` runs in.
 
     With `packages` (`name==version` lines that the training image reported for itself) the SBOM is of that
     list instead, through `cyclonedx-py requirements`: the image trained, so the image is inventoried.
+    `requires` (name -> names it requires, as the image reported) becomes the dependency graph, which
+    requirements mode does not produce.
     """
     if not Path(tool).exists():
         raise SbomError(f"SBOM tool {tool} not found: create it with `scripts/setup` (requirements-sbom.txt)")
@@ -80,6 +88,9 @@ def generate_sbom(
             what = python if packages is None else f"{len(packages)} reported packages"
             raise SbomError(f"cyclonedx-py failed on {what} (exit {proc.returncode}): {stderr.strip()[-2000:]}")
         doc = json.loads(Path(tmp).read_text())
+        if requires:
+            _add_dependency_graph(doc, requires)
+            Path(tmp).write_text(json.dumps(doc, indent=2))
         validate_cyclonedx(doc, source=str(output_path))
         os.replace(tmp, output_path)
     finally:
@@ -97,6 +108,19 @@ def generate_sbom(
 
 
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+
+
+def _add_dependency_graph(doc: dict[str, Any], requires: Mapping[str, Sequence[str]]) -> None:
+    refs = {normalize_name(c["name"]): c["bom-ref"] for c in doc.get("components", []) if "bom-ref" in c}
+    unknown = sorted(set(map(normalize_name, requires)) - set(refs))
+    if unknown:
+        raise SbomError(f"reported requirements name packages the inventory lacks: {unknown[:5]}")
+    needs = {normalize_name(k): {normalize_name(d) for d in v} for k, v in requires.items()}
+    doc["dependencies"] = [
+        {"ref": ref, **({"dependsOn": deps} if (deps := sorted(refs[d] for d in needs.get(name, ()) if d in refs))
+                        else {})}
+        for name, ref in sorted(refs.items())
+    ]
 
 
 def _pinned_requirements_file(packages: Sequence[str], directory: Path) -> str:

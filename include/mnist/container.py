@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 RESULT_PREFIX = "MNIST_TRAIN_RESULT "
 
@@ -40,20 +41,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan = assert_safe_model_file(args.output)
     print(RESULT_PREFIX + json.dumps({"result": result.to_dict(), "model_scan": scan.to_dict(),
                                       "config": config.to_dict(), "python": sys.executable,
-                                      "packages": installed_packages()}), flush=True)
+                                      "packages": installed_packages(),
+                                      "requires": installed_requirements()}), flush=True)
     return 0
+
+
+def _installed() -> dict[str, Any]:
+    """Normalised name -> distribution; a broken .dist-info has no name; first on sys.path wins, as for imports."""
+    from importlib.metadata import distributions
+
+    found: dict[str, Any] = {}
+    for dist in distributions():
+        if dist.metadata["Name"]:
+            found.setdefault(re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower(), dist)
+    return found
 
 
 def installed_packages() -> list[str]:
     """`name==version` of every distribution this interpreter sees: the image's inventory for its SBOM."""
-    from importlib.metadata import distributions
+    return sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in _installed().values())
 
-    pins = {}
-    for dist in distributions():
-        name = dist.metadata["Name"]
-        if name:  # a broken .dist-info has no name; first on sys.path wins, as for imports
-            pins.setdefault(re.sub(r"[-_.]+", "-", name).lower(), f"{name}=={dist.version}")
-    return sorted(pins.values())
+
+def installed_requirements() -> dict[str, list[str]]:
+    """For each installed distribution, the installed ones it requires (extras left out): the SBOM's graph."""
+    installed = _installed()
+    graph = {}
+    for key, dist in installed.items():
+        needs = set()
+        for line in dist.requires or []:
+            name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+            if name is None or re.search(r"\bextra\s*==", line):
+                continue
+            dep = re.sub(r"[-_.]+", "-", name.group(1)).lower()
+            if dep in installed and dep != key:  # installed means the resolver picked it for this platform
+                needs.add(dep)
+        graph[key] = sorted(needs)
+    return graph
 
 
 def parse_result(logs: str) -> dict:

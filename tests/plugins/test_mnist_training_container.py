@@ -162,9 +162,15 @@ def test_entry_point_run_with_the_operators_argv_and_env_returns_train_models_di
     packages = trained["container"]["packages"]
     assert any(p.lower().startswith("torch==") for p in packages)
     sbom = generate_sbom("unused", tmp_path / "sbom.cdx.json", PipelineSettings.from_env().sbom_tool,
-                         packages=packages)
+                         packages=packages, requires=trained["container"]["requires"])
     doc = json.loads(Path(sbom.path).read_text())
     assert sorted(f"{c['name']}=={c['version']}" for c in doc["components"]) == sorted(packages)
+    # ...with the dependency graph the image reported, so the ML-BOM's runtime closure reaches torch's deps
+    from include.mlops.mlbom import runtime_closure
+
+    names = {c["bom-ref"]: c["name"].lower() for c in doc["components"]}
+    closure = {names[ref] for ref in runtime_closure(doc, ["torch"])}
+    assert {"torch", "filelock", "sympy", "typing-extensions"} <= {n.replace("_", "-") for n in closure}
 
 
 def test_result_refuses_a_foreign_path_or_unvalidated_data(tmp_path: Path) -> None:

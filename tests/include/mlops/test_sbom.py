@@ -87,3 +87,16 @@ def test_reported_packages_must_be_exact_pins(tmp_path: Path, packages):
     with pytest.raises(SbomError, match="name==version"):
         generate_sbom("unused", tmp_path / "x.json", PipelineSettings.from_env().sbom_tool, packages=packages)
     assert list(tmp_path.iterdir()) == []  # no SBOM, no requirements file left behind
+
+
+def test_reported_requirements_become_the_dependency_graph(tmp_path: Path):
+    tool = PipelineSettings.from_env().sbom_tool
+    pins = ["Jinja2==3.1.6", "MarkupSafe==3.0.3", "torch==2.14.1"]
+    result = generate_sbom("unused", tmp_path / "s.json", tool, packages=pins,
+                           requires={"torch": ["jinja2"], "jinja2": ["markupsafe"], "markupsafe": []})
+    doc = json.loads(Path(result.path).read_text())
+    name = {c["bom-ref"]: c["name"] for c in doc["components"]}
+    edges = {name[d["ref"]]: sorted(name[r] for r in d.get("dependsOn", [])) for d in doc["dependencies"]}
+    assert edges == {"torch": ["Jinja2"], "Jinja2": ["MarkupSafe"], "MarkupSafe": []}
+    with pytest.raises(SbomError, match="inventory lacks"):
+        generate_sbom("unused", tmp_path / "t.json", tool, packages=pins, requires={"numpy": []})
