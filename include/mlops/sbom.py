@@ -55,13 +55,10 @@ def generate_sbom(
     packages: Sequence[str] | None = None,
     requires: Mapping[str, Sequence[str]] | None = None,
 ) -> SbomResult:
-    """Write a validated CycloneDX 1.6 JSON SBOM of the environment that `python` runs in.
-
-    With `packages` (`name==version` lines that the training image reported for itself) the SBOM is of that
-    list instead, through `cyclonedx-py requirements`: the image trained, so the image is inventoried.
-    `requires` (name -> names it requires, as the image reported) becomes the dependency graph, which
-    requirements mode does not produce.
-    """
+    """Write a validated CycloneDX 1.6 JSON SBOM of `python`'s environment, or of the image's reported packages."""
+    # `packages` (`name==version` lines the training image reported for itself) switches to
+    # `cyclonedx-py requirements`: the image trained, so the image is inventoried. `requires` (name -> names it
+    # requires, as reported) becomes the dependency graph, which requirements mode does not produce.
     if not Path(tool).exists():
         raise SbomError(f"SBOM tool {tool} not found: create it with `scripts/setup` (requirements-sbom.txt)")
     output_path = Path(output_path)
