@@ -136,7 +136,7 @@ def mnist_drift():
 
         params = get_current_context()["params"]
         settings = _settings()
-        champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.home / "drift" / "models")
+        champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir)
         version = champion.version if champion else "none"
         size = int(params["reference_size"])
         directory = settings.reports_dir / "drift" / "reference" / f"{settings.model_name}-v{version}-n{size}"
@@ -169,6 +169,8 @@ def mnist_drift():
         from datetime import UTC
         from pathlib import Path
 
+        from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
         from include.mlops.drift import CATEGORICAL, batch_features, load_batch, load_profile, write_reports
         from include.mlops.drift_stats import decide, summarize_reference
         from include.mlops.files import write_json
@@ -200,8 +202,6 @@ def mnist_drift():
             files=files + [report_dir / "decision.json"],
         )
         # The reports also go to Artifactory, keyed by the batch digest so a retry overwrites them.
-        from jfrog_provider.hooks.artifactory import ArtifactoryHook
-
         hook = ArtifactoryHook()
         folder = f"drift-reports/{batch['name']}-{batch['sha256'][:12]}"
         for path in files + [report_dir / "decision.json"]:

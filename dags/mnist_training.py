@@ -185,9 +185,7 @@ def mnist_training():
         result = evaluate(Path(trained["model_path"]), settings.data_dir, max_samples=limit)
         print(f"test accuracy {result.accuracy:.4f} on {result.num_samples} images, loss {result.loss:.4f}")
         # Champion vs challenger on the very same images, not against a figure logged on other data.
-        champion = registry.champion_model(
-            settings.mlflow_tracking_uri, settings.model_name, settings.home / "champions"
-        )
+        champion = registry.champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir)
         compared = None
         if champion is not None:
             assert_safe_model_file(champion.state_dict)  # bytes from the registry are untrusted until scanned
@@ -212,6 +210,11 @@ def mnist_training():
         params, dag_id, run_id = _context()
         settings = _settings()
         assert_safe_model_file(trained["model_path"])
+        compared, container = evaluation.get("champion"), trained.get("container") or {}
+        eval_metrics = {k: v for k, v in evaluation.items() if isinstance(v, int | float)}
+        if compared:  # the comparison with the champion, measured on the same images (evaluate_model)
+            eval_metrics["champion_accuracy"] = compared["accuracy"]
+            eval_metrics["accuracy_delta_vs_champion"] = evaluation["accuracy"] - compared["accuracy"]
         datasets = [
             DatasetRef(name=f"mnist-{split}", source=str(Path(dataset["data_dir"]) / name), sha256=digest)
             for name, digest in sorted(dataset["digests"].items())
@@ -232,26 +235,15 @@ def mnist_training():
                 "cuda_graph": trained["cuda_graph"],
             },
             epoch_metrics=trained["epochs"],
-            eval_metrics={
-                **{k: v for k, v in evaluation.items() if isinstance(v, int | float)},
-                # the comparison with the champion, measured on the same images (evaluate_model)
-                **(
-                    {
-                        "champion_accuracy": evaluation["champion"]["accuracy"],
-                        "accuracy_delta_vs_champion": evaluation["accuracy"] - evaluation["champion"]["accuracy"],
-                    }
-                    if evaluation.get("champion")
-                    else {}
-                ),
-            },
+            eval_metrics=eval_metrics,
             datasets=datasets,
             tags={
                 "airflow.dag_id": dag_id,
                 "airflow.run_id": run_id,
                 "model.sha256": trained["sha256"],
-                "champion.compared_version": (evaluation.get("champion") or {}).get("version") or "none",
-                "training.image": (trained.get("container") or {}).get("image") or "none (in-process)",
-                "training.image_id": (trained.get("container") or {}).get("image_id") or "none",
+                "champion.compared_version": compared["version"] if compared else "none",
+                "training.image": container.get("image") or "none (in-process)",
+                "training.image_id": container.get("image_id") or "none",
                 "git.commit": code_version(REPO_ROOT),
                 "python": trained["python"],
                 **{f"version.{k}": v for k, v in trained["versions"].items()},
@@ -359,22 +351,19 @@ def mnist_training():
         current = registry.champion(uri, name)
         compared = evaluation.get("champion") or {}
         if current is None or current[0] == version:
-            champion_accuracy, basis = None, ""
+            champion_gate = gates.champion_gate(evaluation["accuracy"], None, params["max_regression"])
         elif compared.get("version") == current[0]:
-            champion_accuracy, basis = compared["accuracy"], f"both on the same {compared['num_samples']} test images"
-        else:
-            champion_accuracy, basis = None, ""
-        model_gates = [gates.accuracy_gate(evaluation["accuracy"], params["min_accuracy"])]
-        if current is not None and current[0] != version and champion_accuracy is None:
-            # The champion moved after evaluate_model scored it: a figure logged on other images is no comparison.
-            model_gates.append(gates.GateResult(
-                "champion", False, f"champion is version {current[0]} but evaluate_model compared against "
-                f"{compared.get('version') or 'none'}: rerun the DAG to compare on the same images"))
-        else:
-            model_gates.append(
-                gates.champion_gate(evaluation["accuracy"], champion_accuracy, params["max_regression"], basis)
+            champion_gate = gates.champion_gate(
+                evaluation["accuracy"], compared["accuracy"], params["max_regression"],
+                f"both on the same {compared['num_samples']} test images",
             )
-        decision = gates.decide_promotion(model_gates)
+        else:  # the champion moved after evaluate_model scored it: a figure logged on other images is no comparison
+            champion_gate = gates.GateResult(
+                "champion", False, f"champion is version {current[0]} but evaluate_model compared against "
+                f"{compared.get('version') or 'none'}: rerun the DAG to compare on the same images")
+        decision = gates.decide_promotion(
+            [gates.accuracy_gate(evaluation["accuracy"], params["min_accuracy"]), champion_gate]
+        )
         for gate in decision.gates:
             print(f"gate {gate.name}: {'PASS' if gate.passed else 'BLOCK'} - {gate.reason}")
         print(f"gate xray: PASS - {scan['counts']} (threshold {scan['severity_threshold']}, scan {scan['scan_id']})")

@@ -56,6 +56,11 @@ class PipelineSettings:
         """Where drift reports are kept."""
         return self.home / "reports"
 
+    @property
+    def champions_dir(self) -> Path:
+        """Champion weights downloaded from MLflow, one folder per version, shared by the DAGs that score them."""
+        return self.home / "champions"
+
     def run_dir(self, dag_id: str, run_id: str) -> Path:
         """A run-scoped working directory: a retried task overwrites its own files instead of adding new ones."""
         return self.home / "runs" / dag_id / safe_name(run_id)

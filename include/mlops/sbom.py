@@ -109,15 +109,17 @@ _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*
 
 def _add_dependency_graph(doc: dict[str, Any], requires: Mapping[str, Sequence[str]]) -> None:
     refs = {normalize_name(c["name"]): c["bom-ref"] for c in doc.get("components", []) if "bom-ref" in c}
-    unknown = sorted(set(map(normalize_name, requires)) - set(refs))
+    needs = {normalize_name(k): {normalize_name(d) for d in v} for k, v in requires.items()}
+    unknown = sorted(needs.keys() - refs.keys())
     if unknown:
         raise SbomError(f"reported requirements name packages the inventory lacks: {unknown[:5]}")
-    needs = {normalize_name(k): {normalize_name(d) for d in v} for k, v in requires.items()}
-    doc["dependencies"] = [
-        {"ref": ref, **({"dependsOn": deps} if (deps := sorted(refs[d] for d in needs.get(name, ()) if d in refs))
-                        else {})}
-        for name, ref in sorted(refs.items())
-    ]
+    dependencies = []
+    for name, ref in sorted(refs.items()):
+        entry = {"ref": ref}
+        if depends_on := sorted(refs[d] for d in needs.get(name, ()) if d in refs):
+            entry["dependsOn"] = depends_on
+        dependencies.append(entry)
+    doc["dependencies"] = dependencies
 
 
 def _pinned_requirements_file(packages: Sequence[str], directory: Path) -> str:

@@ -50,10 +50,12 @@ def _installed() -> dict[str, Any]:
     """Normalised name -> distribution; a broken .dist-info has no name; first on sys.path wins, as for imports."""
     from importlib.metadata import distributions
 
+    from include.mlops.sbom import normalize_name
+
     found: dict[str, Any] = {}
     for dist in distributions():
         if dist.metadata["Name"]:
-            found.setdefault(re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower(), dist)
+            found.setdefault(normalize_name(dist.metadata["Name"]), dist)
     return found
 
 
@@ -64,6 +66,8 @@ def installed_packages() -> list[str]:
 
 def installed_requirements() -> dict[str, list[str]]:
     """For each installed distribution, the installed ones it requires (extras left out): the SBOM's graph."""
+    from include.mlops.sbom import normalize_name
+
     installed = _installed()
     graph = {}
     for key, dist in installed.items():
@@ -72,7 +76,7 @@ def installed_requirements() -> dict[str, list[str]]:
             name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
             if name is None or re.search(r"\bextra\s*==", line):
                 continue
-            dep = re.sub(r"[-_.]+", "-", name.group(1)).lower()
+            dep = normalize_name(name.group(1))
             if dep in installed and dep != key:  # installed means the resolver picked it for this platform
                 needs.add(dep)
         graph[key] = sorted(needs)

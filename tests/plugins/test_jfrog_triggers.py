@@ -16,14 +16,6 @@ from jfrog_provider.triggers.xray import XrayScanTrigger
 REPO = "ml-models-local"
 
 
-@pytest.fixture
-def conn(monkeypatch, jfrog_server) -> str:
-    monkeypatch.setenv("AIRFLOW_CONN_JFROG_DEFAULT", json.dumps({
-        "conn_type": "jfrog", "host": jfrog_server.url, "password": jfrog_server.token,
-        "extra": {"backoff_base": 0.01, "backoff_max": 0.02, "max_retries": 1}}))
-    return "jfrog_default"
-
-
 def events(trigger) -> list:
     """Every event the trigger yields until its generator ends."""
     async def go():
