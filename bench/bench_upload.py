@@ -32,7 +32,7 @@ def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-m",
-            "include.jfrog_compat.server",
+            "devtools.jfrog_compat.server",
             "--state-dir",
             str(state / "srv"),
             "--port",

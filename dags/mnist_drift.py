@@ -17,44 +17,19 @@ Daily at 06:00 UTC and on demand.
 5. `report_history` redraws the drift history (share of drifted features per day: PNG, CSV, HTML).
 6. `decide_retrain` emits the `mnist_drift_detected` Asset event that schedules `mnist_training`: one event for
    any number of drifted batches, none inside the cooldown or while a retrain is queued or running.
-   No drift is a skip. Alerts go through the `DriftAlert` notifier.
+   No drift is a skip. Alerts go through the `AlertNotifier` (channel `drift`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import BaseNotifier, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from mlops_notifiers import AlertNotifier
 
 from include.assets import MNIST_DRIFT
 
 TRAINING_DAG = "mnist_training"
-
-
-class DriftAlert(BaseNotifier):
-    """Drift, quarantine and failure alerts: the task log plus `alerts/drift.jsonl`, a stand-in for Slack or mail."""
-
-    template_fields = ("message",)
-
-    def __init__(self, message: str, kind: str = "failure"):
-        super().__init__()
-        self.message = message
-        self.kind = kind
-
-    def notify(self, context) -> None:
-        from include.mlops.drift_policy import write_alert
-
-        ti = context.get("ti")
-        alert = {
-            "kind": self.kind,
-            "message": self.message,
-            "dag_id": context["dag"].dag_id if context.get("dag") else None,
-            "run_id": context.get("run_id"),
-            "task_id": getattr(ti, "task_id", None),
-            "at": datetime.now().astimezone().isoformat(),
-        }
-        self.log.warning("DRIFT ALERT [%s] %s", self.kind, self.message)
-        write_alert(_settings().home / "alerts" / "drift.jsonl", alert)
 
 
 def _settings():
@@ -84,7 +59,7 @@ def _store():
         "owner": "mlops",
         "retries": 1,
         "retry_delay": timedelta(seconds=20),
-        "on_failure_callback": DriftAlert("{{ dag.dag_id }}.{{ ti.task_id }} failed in {{ run_id }}"),
+        "on_failure_callback": AlertNotifier("{{ dag.dag_id }}.{{ ti.task_id }} failed in {{ run_id }}", channel="drift"),
     },
     params={
         "drift_share": Param(
@@ -121,7 +96,7 @@ def mnist_drift():
             print(f"quarantined {bad.name} -> {bad.path}: {bad.reason}")
         if result.quarantined:
             lines = "; ".join(f"{q.name}: {q.reason}" for q in result.quarantined)
-            DriftAlert(f"{len(result.quarantined)} batch(es) quarantined: {lines}", kind="quarantine")(get_current_context())
+            AlertNotifier(f"{len(result.quarantined)} batch(es) quarantined: {lines}", channel="drift", kind="quarantine")(get_current_context())
         print(f"claimed {[b.name for b in result.claimed]}; pending {[b.name for b in result.pending]}")
         return [b.to_dict() for b in result.pending]
 
@@ -275,7 +250,7 @@ def mnist_drift():
         if decision.action == "none":
             raise AirflowSkipException(f"no drift: {decision.reason}")
         store.mark_signal([r["batch"]["sha256"] for r in pending], outcome)
-        DriftAlert(f"{decision.reason} (action: {decision.action})", kind="drift")(ctx)
+        AlertNotifier(f"{decision.reason} (action: {decision.action})", channel="drift", kind="drift")(ctx)
         if not decision.emit:
             raise AirflowSkipException(decision.reason)
         worst = max(pending, key=lambda r: r["drift_share"])

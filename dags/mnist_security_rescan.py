@@ -7,7 +7,7 @@ and judges it with the same policy as the release gate (`jfrog_provider.policy.j
 threshold, `fail_build` violations, the allowlist in `include/security/xray_policy.json`).
 
 On a blocking finding it records it on the model file in Artifactory (`security.*` properties) and on the
-MLflow model version (tags), alerts through `SecurityFindingNotifier` when the finding is new, and then
+MLflow model version (tags), alerts through `AlertNotifier` (channel `security`) when the finding is new, and then
 either demotes the champion (Param `demote_on_finding`, default off) or records that it was kept. A run
 with a blocking finding ends failed, so nothing about it is silent.
 """
@@ -16,31 +16,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import BaseNotifier, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from mlops_notifiers import AlertNotifier
 
 SEVERITIES = ["Critical", "High", "Medium", "Low"]
-
-
-class SecurityFindingNotifier(BaseNotifier):
-    """Append a JSON line per alert to `alert_file` and log it; swap for a Slack/e-mail notifier in production."""
-
-    template_fields = ("message", "alert_file")
-
-    def __init__(self, *, message: str, alert_file: str) -> None:
-        super().__init__()
-        self.message = message
-        self.alert_file = alert_file
-
-    def notify(self, context) -> None:
-        import json
-        from pathlib import Path
-
-        line = {"dag_id": context["dag"].dag_id, "run_id": context.get("run_id"), "message": self.message}
-        path = Path(self.alert_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:  # append-only log: one alert never hides another
-            handle.write(json.dumps(line, sort_keys=True) + "\n")
-        self.log.warning("SECURITY ALERT: %s", self.message)
 
 
 def _settings():
@@ -189,8 +168,7 @@ def mnist_security_rescan():
         if not finding["new"]:
             print(f"no new blocking findings ({finding['status']})")
             return False
-        alert_file = str(_settings().home / "alerts" / "security.jsonl")
-        SecurityFindingNotifier(message="NEW " + finding["message"], alert_file=alert_file)(get_current_context())
+        AlertNotifier("NEW " + finding["message"], channel="security", kind="security")(get_current_context())
         return True
 
     @task

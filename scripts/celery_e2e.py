@@ -346,7 +346,7 @@ def run(stack: Stack, tag: str, args: argparse.Namespace) -> None:
 
     t_setup = time.monotonic()
     stack.start(
-        "jfrog", sys.executable, "-m", "include.jfrog_compat.server", "--state-dir", str(stack.work / "jfrog"),
+        "jfrog", sys.executable, "-m", "devtools.jfrog_compat.server", "--state-dir", str(stack.work / "jfrog"),
         "--port", "0", "--url-file", str(stack.work / "jfrog.url"), env={"JFROG_COMPAT_TOKEN": jfrog_token},
     )
     # MLflow creates its tables on first use; the experiment gets an artifact store in the shared home

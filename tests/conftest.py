@@ -22,7 +22,7 @@ os.environ["DO_NOT_TRACK"] = "1"
 # Tests never read the developer's local pipeline state.
 os.environ["MLOPS_HOME"] = tempfile.mkdtemp(prefix="mlops-home-")
 
-pytest_plugins = ["include.jfrog_compat.pytest_fixtures"]
+pytest_plugins = ["devtools.jfrog_compat.pytest_fixtures"]
 
 
 @pytest.fixture(scope="session")

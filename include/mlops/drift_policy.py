@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 
@@ -50,13 +47,3 @@ def retrain_decision(
     return RetrainDecision("emit", f"drift in {names}; retrain scheduled")
 
 
-def write_alert(path: Path, alert: dict[str, Any]) -> Path:
-    """Append one JSON line to the alert log; O_APPEND keeps concurrent writers' lines whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(alert, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    return path

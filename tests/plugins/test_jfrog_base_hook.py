@@ -13,7 +13,7 @@ from jfrog_provider.exceptions import JFrogApiError
 from jfrog_provider.hooks.artifactory import ArtifactoryHook
 from jfrog_provider.hooks.base import JFrogHook, parse_retry_after
 
-from include.jfrog_compat.server import JFrogCompatServer
+from devtools.jfrog_compat.server import JFrogCompatServer
 
 VERSION = r"/artifactory/api/system/version$"
 

@@ -14,7 +14,7 @@ from jfrog_provider.exceptions import ChecksumMismatchError, JFrogApiError
 from jfrog_provider.hooks.artifactory import ArtifactoryHook
 from jfrog_provider.hooks.xray import XrayHook
 
-from include.jfrog_compat.server import JFrogCompatServer
+from devtools.jfrog_compat.server import JFrogCompatServer
 
 REPO, RELEASE = "ml-models-local", "ml-models-release"
 BUILD = "faults/nightly"

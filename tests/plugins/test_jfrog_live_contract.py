@@ -16,7 +16,7 @@ from jfrog_provider.hooks.artifactory import ArtifactoryHook
 from jfrog_provider.hooks.base import JFrogHook
 from jfrog_provider.hooks.xray import XrayHook
 
-from include.jfrog_compat.pytest_fixtures import JFrogTarget
+from devtools.jfrog_compat.pytest_fixtures import JFrogTarget
 
 
 @pytest.fixture

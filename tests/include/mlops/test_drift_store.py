@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from include.mlops.drift import load_batch
-from include.mlops.drift_policy import retrain_decision, write_alert
+from include.mlops.drift_policy import retrain_decision
 from include.mlops.drift_store import DriftStore, ingest, write_history
+from include.mlops.files import append_json_line as write_alert
 from include.mnist.data import sha256_file
 
 GOOD = np.zeros((5, 28, 28), np.uint8)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from include.jfrog_compat.server import JFrogCompatServer, checksum_kind, parse_aql, parse_properties_param
+from devtools.jfrog_compat.server import JFrogCompatServer, checksum_kind, parse_aql, parse_properties_param
 
 REPO = "ml-models-local"
 
@@ -423,7 +423,7 @@ def test_graph_scan_errors_use_xray_error_body(jfrog_server, api):
 def test_cli_port_0_url_file_and_sigterm(tmp_path: Path):
     url_file = tmp_path / "url.txt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "include.jfrog_compat.server", "--state-dir", str(tmp_path / "s"), "--port", "0",
+        [sys.executable, "-m", "devtools.jfrog_compat.server", "--state-dir", str(tmp_path / "s"), "--port", "0",
          "--token", "cli-token", "--url-file", str(url_file)],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[3])
     try:

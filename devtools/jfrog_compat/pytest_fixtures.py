@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from include.jfrog_compat.server import JFrogCompatServer
+from devtools.jfrog_compat.server import JFrogCompatServer
 
 JFROG_TEST_TOKEN = "test-token-5f2c9a7e1d"
 

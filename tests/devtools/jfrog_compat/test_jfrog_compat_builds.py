@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from include.jfrog_compat.server import JFrogCompatServer
+from devtools.jfrog_compat.server import JFrogCompatServer
 
 REPO, RELEASE = "ml-models-local", "ml-models-release"
 STARTED = "2026-05-01T12:00:00.000+0000"
