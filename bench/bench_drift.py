@@ -1,6 +1,6 @@
 """Drift decision on 1M rows x (10 numeric + 2 categorical): the fast cached-reference path vs Evidently's preset.
 
-Goals (performance-baselines.md section 7, D1, D3, D4): decision <= 1 s and >= 50x faster than Evidently 0.7's
+Goals: decision <= 1 s and >= 50x faster than Evidently 0.7's
 DataDriftPreset on the same data with identical per-column flags; the human report on a <= 100k-row sample
 <= 5 s; peak extra memory of the decision <= 1.2x the current batch. Exit code 1 when a goal is missed.
 

@@ -1,6 +1,6 @@
 """SBOM of the training venv: `generate_sbom` (cyclonedx-py --no-validate + our 1.6 schema check) vs the CLI default.
 
-Goal (issue 4 item 1, perf-baselines §5): a validated CycloneDX 1.6 SBOM of ~250 packages in <= 1 s, against
+Goal: a validated CycloneDX 1.6 SBOM of ~250 packages in <= 1 s, against
 the CLI's default run with its own validation (~14 s). Runs are interleaved, median of 3:
 
 - baseline:   `cyclonedx-py environment <python> --sv 1.6 --of JSON` (default `--validate`), a subprocess;

@@ -1,8 +1,8 @@
 """Our MNIST recipes against the pytorch/examples main.py loop, interleaved in one process on this machine.
 
 Prints (a) per-epoch speed ratio, (b) time-to-99 % ratio, (c) the fast recipe's accuracy over seeds and
-its train seconds, (d) with --quality, the quality preset's accuracy and time. Goals: performance-baselines.md
-§7 T1/T2. A full run trains main.py until it reaches 99 % (3 to 5 epochs of ~150 s on the 2-core runner),
+its train seconds, (d) with --quality, the quality preset's accuracy and time. Goals are printed with each
+figure. A full run trains main.py until it reaches 99 % (3 to 5 epochs of ~150 s on the 2-core runner),
 so it takes 10 to 15 minutes (+ ~20 with --quality); --quick is a smoke run of a minute or two.
 
     .venv/bin/python bench/bench_training.py [--quick] [--baseline-epochs 5] [--seeds 42,1,2] [--quality]

@@ -21,7 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 REPO = "ml-models-local"
 TOKEN = "bench-token-7c1e"
-# perf-baselines §7 U1: hook wall / curl wall
+# Goal per file size: hook wall time / `curl -T` wall time
 GOALS = {"200MB": 1.25, "1MB": 1.5}
 
 

@@ -1,6 +1,6 @@
 """The pytorch/examples mnist/main.py training loop, rebuilt from its description for side-by-side timing.
 
-What it reproduces (performance-baselines.md §1.1): the 1,199,882-parameter `Net`, Adadelta(lr=1.0),
+What it reproduces (pytorch/examples mnist/main.py): the 1,199,882-parameter `Net`, Adadelta(lr=1.0),
 StepLR(step_size=1, gamma=0.7), batch 64, test batch 1000, one image at a time through a DataLoader with
 the ToTensor + Normalize((0.1307,), (0.3081,)) transform (emulated with torch ops instead of PIL, which is
 slightly cheaper than the real thing), no shuffling on CPU, loss.item() every 10 batches for the log line.
