@@ -500,11 +500,11 @@ class Store:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Xray findings (contract X7, X10, X11)
+# Xray findings: planted records that graph scans and artifact summaries report
 
 
 def split_component_id(component_id: str) -> tuple[str, str, str | None]:
-    """Split `type://name[:version]` into (type, lower-cased name, version) per contract X10."""
+    """Split `type://name[:version]` into (type, lower-cased name, version) like jfrog-cli-security `SplitComponentIdRaw`."""
     if "://" not in component_id:
         return "", component_id.lower(), None
     kind, rest = component_id.split("://", 1)
@@ -1259,9 +1259,10 @@ class _Handler(BaseHTTPRequestHandler):
             store.put_build(project, info)
         self._json(200, {"messages": messages})
 
-    # -- Xray (X1, X2, X5, X7) --------------------------------------------------------------------------
+    # -- Xray: ping, version, artifact summary, graph scan ----------------------------------------------
     def _xray(self, sub: str, method: str) -> None:
-        self.user = self._require_user()  # contract X1: even ping requires a valid user
+        # Xray REST "Ping" requires a valid user (https://jfrog.com/help/r/xray-rest-apis/ping-request)
+        self.user = self._require_user()
         if sub == "/api/v1/system/ping" and method == "GET":
             return self._json(200, {"status": "pong"})
         if sub == "/api/v1/system/version" and method == "GET":
@@ -1285,13 +1286,14 @@ class _Handler(BaseHTTPRequestHandler):
         findings = owner.load_vulnerabilities()
         artifacts: list[dict[str, Any]] = []
         errors: list[dict[str, str]] = []
-        # contract X5: if both are given, checksums are ignored
+        # if both are given, checksums are ignored (Xray REST "Artifact Summary",
+        # https://docs.jfrog.com/security/reference/artifact-summary_artifacts-v2-openapi)
         if req.get("paths"):
             for ident in req["paths"]:
                 aid, _, rest = str(ident).partition("/")
                 repo, _, path = rest.partition("/")
                 row = store.item(repo, path) if aid == "default" and path else None
-                if row is None:
+                if row is None or not owner._indexed(row["sha256"]):
                     errors.append({"identifier": str(ident),
                                    "error": "Artifact doesn't exist or not indexed/cached in Xray"})
                 else:
@@ -1301,7 +1303,7 @@ class _Handler(BaseHTTPRequestHandler):
                 value = str(ident).strip().lower()
                 kind = checksum_kind(value)
                 row = store.find_by_checksum(kind, value) if kind in ("sha1", "sha256") else None
-                if row is None:
+                if row is None or not owner._indexed(row["sha256"]):
                     errors.append({"identifier": str(ident),
                                    "error": "Artifact doesn't exist or not indexed/cached in Xray"})
                 else:
@@ -1324,7 +1326,7 @@ class _Handler(BaseHTTPRequestHandler):
         components: dict[str, list[str]] = {}
         for cid, path in _walk_nodes(root, [root_id]):
             components.setdefault(cid, path)
-        # contract X7: at most one context, in order project, repo_path, watches
+        # at most one context, in order project, repo_path, watches (jfrog-client-go `createScanGraphQueryParams`)
         context: dict[str, Any] = {}
         if q.get("project"):
             context = {"project": q["project"][0]}
@@ -1356,16 +1358,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _cvss(score: Any, vector: Any) -> str:
-    # contract X5: summary CVSS fields are combined "<score>/<vector>" strings
+    # summary CVSS fields are combined "<score>/<vector>" strings (jfrog-client-go `summary.go` SummaryCve)
     score, vector = str(score or ""), str(vector or "")
     return f"{score}/{vector}" if score and vector else score
 
 
 def _summary_artifact(row: sqlite3.Row, findings: list[dict[str, Any]], v2: bool) -> dict[str, Any]:
-    """One X5 `artifacts[]` entry for a stored item, with the planted findings that apply to it."""
+    """One Artifact Summary `artifacts[]` entry for a stored item, with the planted findings that apply to it."""
     repo, path = row["repo"], row["path"]
     name = path.rsplit("/", 1)[-1]
-    component_id = f"generic://sha256:{row['sha256']}/{name}"  # contract X3/X10 generic id
+    component_id = f"generic://sha256:{row['sha256']}/{name}"  # Xray's component id of a generic file
     issues = []
     for idx, rec in enumerate(findings):
         ckind, cname, _ = split_component_id(str(rec.get("component", "")))
@@ -1383,7 +1385,7 @@ def _summary_artifact(row: sqlite3.Row, findings: list[dict[str, Any]], v2: bool
                      for c in rec.get("cves", [])],
             "impact_path": [f"default/{repo}/{path}"], "component_physical_paths": [path],
         }
-        if v2:  # contract X5: v2 adds per-issue component details
+        if v2:  # the v2 summary adds per-issue component details (Artifact Summary v2)
             issue["components"] = [{"component_id": component_id, "version": "", "pkg_type": "generic",
                                     "fixed_versions": list(rec.get("fixed_versions", []))}]
         issues.append(issue)
@@ -1398,7 +1400,7 @@ def _flip(hexdigest: str) -> str:
 
 def build_scan_result(scan_id: str, data: dict[str, Any], want_vulns: bool, want_licenses: bool,
                       base: str) -> dict[str, Any]:
-    """Build the X7 final graph-scan body from stored scan data."""
+    """Build the final 200 body of a graph scan poll (jfrog-client-go `ScanResponse`) from stored scan data."""
     components: dict[str, list[str]] = data["components"]
     issues: list[dict[str, Any]] = []
     for idx, rec in enumerate(data["findings"]):
@@ -1443,7 +1445,7 @@ def build_scan_result(scan_id: str, data: dict[str, Any], want_vulns: bool, want
     if want_vulns:
         result["vulnerabilities"] = [{k: v for k, v in i.items() if not k.startswith("_")} for i in issues]
     if context:
-        # contract X7/X12: violations only when a context is given
+        # violations only when a context is given (jfrog-cli-security `commands/audit/audit.go`)
         watches = context.get("watches") or [None]
         violations = []
         for issue in issues:
@@ -1482,12 +1484,17 @@ class JFrogCompatServer:
     """JFrog-compatible local server (not JFrog) with fault injection and a request log."""
 
     def __init__(self, state_dir: Path | str, host: str = "127.0.0.1", port: int = 0,
-                 token: str = DEFAULT_TOKEN, scan_polls_before_done: int = 1, verbose: bool = False) -> None:
+                 token: str = DEFAULT_TOKEN, scan_polls_before_done: int = 1, verbose: bool = False,
+                 summary_polls_before_indexed: int = 0) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
         self.port = port
         self.token = token
         self.scan_polls_before_done = scan_polls_before_done
+        # Xray indexes a deployed file asynchronously: the artifact summary answers "not indexed" for the first
+        # N summary requests that name a file (per sha256), as a real Xray does until indexing ends
+        self.summary_polls_before_indexed = summary_polls_before_indexed
+        self._summary_polls: collections.Counter[str] = collections.Counter()
         self.verbose = verbose
         self.request_log: list[tuple[str, str, int]] = []
         self._faults: list[tuple[re.Pattern[str], str | None, collections.deque[dict[str, Any]]]] = []
@@ -1597,13 +1604,23 @@ class JFrogCompatServer:
         with self._lock:
             return [e for e in self.request_log if (method is None or e[0] == method) and rx.search(e[1])]
 
-    # xray findings
+    # xray indexing and findings
+    def _indexed(self, sha256: str) -> bool:
+        with self._lock:
+            self._summary_polls[sha256] += 1
+            return self._summary_polls[sha256] > self.summary_polls_before_indexed
+
     @property
     def vulnerabilities_file(self) -> Path:
         return self.state_dir / "xray" / "vulnerabilities.json"
 
     def plant_vulnerabilities(self, records: Sequence[dict[str, Any]]) -> None:
-        """Write the findings file read by the next graph scan."""
+        """Write the findings file read by the next graph scan or summary.
+
+        A record: {component (`pypi://torch` or `pypi://torch:2.5.1`) | sha256 | path, issue_id, severity,
+        summary, cves [{cve, cvss_v3_score, ...}], fixed_versions, fail_build}. The severity is passed on as
+        given, so tests can plant Xray's `Pending`, lower-case names, or null (no rating yet).
+        """
         self.vulnerabilities_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.vulnerabilities_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(list(records), indent=2))
@@ -1630,11 +1647,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8081)
     ap.add_argument("--token", default=os.environ.get("JFROG_COMPAT_TOKEN", DEFAULT_TOKEN))
     ap.add_argument("--scan-polls-before-done", type=int, default=1)
+    ap.add_argument("--summary-polls-before-indexed", type=int, default=0,
+                    help="answer 'not indexed' to the first N artifact summaries of each file")
     ap.add_argument("--url-file", type=Path, help="write the chosen URL here (useful with --port 0)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     server = JFrogCompatServer(args.state_dir, args.host, args.port, args.token, args.scan_polls_before_done,
-                               args.verbose).start()
+                               args.verbose, args.summary_polls_before_indexed).start()
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
