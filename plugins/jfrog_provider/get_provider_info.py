@@ -26,23 +26,31 @@ def get_provider_info() -> dict[str, Any]:
             "jfrog_provider.hooks.base", "jfrog_provider.hooks.artifactory", "jfrog_provider.hooks.xray"]}],
         "operators": [{"integration-name": INTEGRATION, "python-modules": [
             "jfrog_provider.operators.artifactory", "jfrog_provider.operators.xray"]}],
-        "sensors": [{"integration-name": INTEGRATION, "python-modules": [
-            "jfrog_provider.sensors.artifactory", "jfrog_provider.sensors.xray"]}],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["jfrog_provider.sensors.artifactory"]}],
         "triggers": [{"integration-name": INTEGRATION, "python-modules": [
             "jfrog_provider.triggers.artifactory", "jfrog_provider.triggers.xray"]}],
-        "extra-links": ["jfrog_provider.links.ArtifactoryLink", "jfrog_provider.links.XrayScanLink"],
+        # no "extra-links": the operators' `operator_extra_links` is the one registration (see links.py)
         "connection-types": [{
             "hook-class-name": "jfrog_provider.hooks.base.JFrogHook",
             "hook-name": "JFrog Platform",
             "connection-type": "jfrog",
-            # Airflow >= 3.2 reads form fields from here (hook methods are deprecated); keys land in `extra`
+            # The one declaration of the connection form: Airflow >= 3.2 reads it from here without importing the
+            # hook (hook methods for it are deprecated); each conn-field lands in the connection's `extra`.
+            # Defaults equal JFrogHook.DEFAULT_* (a test checks).
             "conn-fields": {
-                "timeout": {"label": "Timeout (s)", "description": "Per-request timeout in seconds.",
+                "timeout": {"label": "Timeout (s)", "description": "Per-request read timeout in seconds.",
                             "schema": {"type": ["number", "null"], "default": 60}},
                 "verify": {"label": "Verify TLS", "description": "Verify the server certificate.",
                            "schema": {"type": ["boolean", "null"], "default": True}},
-                "max_retries": {"label": "Max retries", "description": "Retries for 429/502/503/504.",
+                "max_retries": {"label": "Max retries",
+                                "description": "Retries after 429/502/503/504 or a dropped connection.",
                                 "schema": {"type": ["integer", "null"], "default": 5}},
+                "max_total_wait": {"label": "Max total wait (s)",
+                                   "description": "Give up once retries would wait longer than this in total.",
+                                   "schema": {"type": ["number", "null"], "default": 120}},
+                "artifactory_url": {"label": "Artifactory URL",
+                                    "description": "Only if Artifactory is not under <platform>/artifactory.",
+                                    "schema": {"type": ["string", "null"]}},
                 "xray_url": {"label": "Xray URL", "description": "Only if Xray is not under <platform>/xray.",
                              "schema": {"type": ["string", "null"]}},
             },
@@ -50,7 +58,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hidden-fields": ["schema", "port"],
                 "relabeling": {"host": "Platform URL", "login": "User (optional, Basic auth)",
                                "password": "Access token"},
-                "placeholders": {"host": "https://acme.jfrog.io"},
+                "placeholders": {"host": "https://acme.jfrog.io", "login": "leave empty to send a Bearer token"},
             },
         }],
     }

@@ -1,13 +1,18 @@
 """Extra links: the Artifactory UI page of an artifact or build, and the Xray page of a graph scan.
 
-Airflow 3 resolves a link on the worker when the task finishes (success or failure) and stores the URL
-under the link's `xcom_key`. The operators push the URL under `ARTIFACTORY_URL_KEY` / `XRAY_URL_KEY` as
-soon as they know it, so a gate that fails still shows its scan.
+One registration: an operator lists its links in `operator_extra_links`, nothing else. In Airflow 3 the
+worker calls `get_link` when the task finishes (success or failure) and stores the URL in XCom under the
+link's `xcom_key`; the DAG serializer keeps only each link's name and key, and the API server answers from
+that XCom row (Airflow "Define an operator extra link":
+https://airflow.apache.org/docs/apache-airflow/stable/howto/define-extra-link.html). A plugin or
+provider-info registration would add nothing, and a plugin link would even replace that XCom read with
+our `get_link`, which needs a worker. The operators push the URL under `ARTIFACTORY_URL_KEY` /
+`XRAY_URL_KEY` as soon as they know it, so a gate that fails still shows its scan.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
@@ -19,18 +24,6 @@ ARTIFACTORY_URL_KEY = "jfrog_artifactory_url"
 XRAY_URL_KEY = "jfrog_xray_scan_url"
 
 
-class _OperatorsByPath:
-    """`operators` resolved on first read: the operator modules import this module (no import cycle)."""
-
-    def __init__(self, *paths: str) -> None:
-        self.paths = paths
-
-    def __get__(self, obj: Any, owner: type) -> list[type]:
-        from airflow.sdk.module_loading import import_string
-
-        return [import_string(p) for p in self.paths]
-
-
 def push_link_url(context: Any, key: str, url: str) -> None:
     """Push a link URL for the running task instance; a bare test context without `ti` is fine."""
     ti = context.get("ti") if hasattr(context, "get") else None
@@ -39,6 +32,7 @@ def push_link_url(context: Any, key: str, url: str) -> None:
 
 
 def _pulled(ti_key: TaskInstanceKey, key: str) -> str:
+    # runs on the worker only (see the module docstring), where the Task SDK's XCom is the public way in
     from airflow.sdk.execution_time.xcom import XCom
 
     value = XCom.get_value(ti_key=ti_key, key=key)
@@ -49,16 +43,6 @@ class ArtifactoryLink(BaseOperatorLink):
     """"Artifactory": the uploaded, promoted or property-stamped item (or published build) in the UI."""
 
     name = "Artifactory"
-    operators: ClassVar = _OperatorsByPath(  # type: ignore[assignment]
-        "jfrog_provider.operators.artifactory.ArtifactoryUploadOperator",
-        "jfrog_provider.operators.artifactory.ArtifactorySetPropertiesOperator",
-        "jfrog_provider.operators.artifactory.ArtifactoryPromoteOperator",
-        "jfrog_provider.operators.artifactory.ArtifactoryPublishBuildInfoOperator",
-    )
-
-    @property
-    def xcom_key(self) -> str:
-        return "_link_ArtifactoryLink"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         return _pulled(ti_key, ARTIFACTORY_URL_KEY)
@@ -68,14 +52,6 @@ class XrayScanLink(BaseOperatorLink):
     """"Xray scan": Xray's `xray_data_url` for the graph scan, else the platform's scan page."""
 
     name = "Xray scan"
-    operators: ClassVar = _OperatorsByPath(  # type: ignore[assignment]
-        "jfrog_provider.operators.xray.XrayScanGateOperator",
-        "jfrog_provider.sensors.xray.XrayScanSensor",
-    )
-
-    @property
-    def xcom_key(self) -> str:
-        return "_link_XrayScanLink"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         return _pulled(ti_key, XRAY_URL_KEY)

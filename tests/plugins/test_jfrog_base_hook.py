@@ -205,7 +205,7 @@ def test_xray_error_body_is_read(jfrog_conn, jfrog_server):
     assert err.value.status == 404 and err.value.message == "scan id nope not found"
 
 
-def test_token_never_in_exception_or_logs(jfrog_conn, jfrog_server, caplog):
+def test_token_never_in_exception_or_logs(jfrog_conn, jfrog_server, caplog, capsys):
     echo = f"echoing your token {jfrog_server.token} back"
     jfrog_server.inject_faults(VERSION, [{"status": 503, "body": echo}, {"status": 400, "body": echo}])
     caplog.set_level(logging.DEBUG)
@@ -213,7 +213,8 @@ def test_token_never_in_exception_or_logs(jfrog_conn, jfrog_server, caplog):
         fast_hook()._request("GET", "/api/system/version")
     assert err.value.status == 400
     assert jfrog_server.token not in str(err.value) and "***" in err.value.message
-    assert jfrog_server.token not in caplog.text
+    logged = caplog.text + capsys.readouterr().out
+    assert "answered 503; retry 1/" in logged and jfrog_server.token not in logged
 
 
 def test_error_pickles():
@@ -244,6 +245,20 @@ def test_refused_connect_is_retried_even_for_a_post(monkeypatch):
 
 
 def test_backoff_has_jitter_and_is_capped(jfrog_conn):
-    hook = JFrogHook(backoff_base=1.0, backoff_max=8.0)
-    waits = [hook._backoff(attempt) for attempt in range(8) for _ in range(20)]
+    from tenacity import RetryCallState
+
+    backoff = JFrogHook(backoff_base=1.0, backoff_max=8.0)._backoff
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    waits = []
+    for attempt in range(1, 9):
+        state.attempt_number = attempt
+        waits += [backoff(state) for _ in range(20)]
     assert max(waits) <= 8.0 and min(waits) >= 0.5 and len(set(waits)) > 100
+    assert all(0.5 <= w <= 1.0 for w in waits[:20]) and all(4.0 <= w <= 8.0 for w in waits[-20:])
+
+
+def test_each_retry_is_logged_with_its_reason(jfrog_conn, jfrog_server, capsys):
+    jfrog_server.inject_faults(VERSION, [{"status": 503}, {"reset": True}])
+    fast_hook()._request("GET", "/api/system/version")
+    retries = [line for line in capsys.readouterr().out.splitlines() if "; retry " in line]  # the SDK logs to stdout
+    assert len(retries) == 2 and "answered 503; retry 1/5" in retries[0] and "ConnectionError" in retries[1]

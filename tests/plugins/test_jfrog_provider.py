@@ -1,7 +1,8 @@
-"""Provider registration (ProvidersManager), the AirflowPlugin, and the extra links' URLs."""
+"""Provider registration (ProvidersManager): one connection form, one link registration, links resolved for real."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import json
 import tomllib
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from jfrog_provider.get_provider_info import get_provider_info
-from jfrog_provider.links import ARTIFACTORY_URL_KEY, XRAY_URL_KEY, ArtifactoryLink, XrayScanLink
+from jfrog_provider.hooks.base import JFrogHook
+from jfrog_provider.links import ArtifactoryLink, XrayScanLink
 from jfrog_provider.operators.artifactory import ArtifactoryUploadOperator
 from jfrog_provider.operators.xray import XrayScanGateOperator
-from jfrog_provider.sensors.xray import XrayScanSensor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ".venv/bin/pip install -e . --no-deps --no-build-isolation"
@@ -45,8 +46,30 @@ def test_provider_info_matches_the_runtime_schema_and_the_package():
     for section in ("hooks", "operators", "sensors", "triggers"):
         for module in info[section][0]["python-modules"]:
             importlib.import_module(module)
-    for cls in info["extra-links"] + [c["hook-class-name"] for c in info["connection-types"]]:
-        assert import_string(cls)
+    assert all(import_string(c["hook-class-name"]) for c in info["connection-types"])
+
+
+def test_the_connection_form_is_declared_once_and_matches_the_hook_defaults():
+    [conn] = get_provider_info()["connection-types"]
+    # the hook no longer carries a second, drifting copy (Airflow >= 3.2 reads the provider info)
+    assert "get_ui_field_behaviour" not in JFrogHook.__dict__
+    assert "get_connection_form_widgets" not in JFrogHook.__dict__
+    fields = conn["conn-fields"]
+    defaults = {name: f["schema"].get("default") for name, f in fields.items() if "default" in f["schema"]}
+    assert defaults == {"timeout": JFrogHook.DEFAULT_TIMEOUT, "verify": True,
+                        "max_retries": JFrogHook.DEFAULT_MAX_RETRIES,
+                        "max_total_wait": JFrogHook.DEFAULT_MAX_TOTAL_WAIT}
+
+
+def test_every_form_field_is_read_by_the_hook(monkeypatch):
+    extra = {"timeout": 7, "verify": False, "max_retries": 1, "max_total_wait": 9,
+             "artifactory_url": "http://art.example/artifactory", "xray_url": "http://xray.example/xray"}
+    assert set(extra) == set(get_provider_info()["connection-types"][0]["conn-fields"])
+    monkeypatch.setenv("AIRFLOW_CONN_JFROG_DEFAULT", json.dumps(
+        {"conn_type": "jfrog", "host": "http://h.example", "password": "tok12345", "extra": extra}))
+    cfg = JFrogHook().config
+    assert (cfg.timeout, cfg.verify, cfg.max_retries, cfg.max_total_wait, cfg.artifactory_url, cfg.xray_url) == (
+        7.0, False, 1, 9.0, "http://art.example/artifactory", "http://xray.example/xray")
 
 
 def test_providers_manager_discovers_the_jfrog_connection_type():
@@ -61,81 +84,60 @@ def test_providers_manager_discovers_the_jfrog_connection_type():
     assert hook.connection_id_attribute_name == "jfrog_conn_id" and hook.package_name == "mnist-mlops-airflow"
     behaviour = pm.field_behaviours["jfrog"]
     assert behaviour["relabeling"]["password"] == "Access token" and "port" in behaviour["hidden_fields"]
-    assert {"extra__jfrog__timeout", "extra__jfrog__verify"} <= set(pm.connection_form_widgets)
-    assert {"jfrog_provider.links.ArtifactoryLink", "jfrog_provider.links.XrayScanLink"} <= set(pm.extra_links_class_names)
+    widgets = {f"extra__jfrog__{name}" for name in get_provider_info()["connection-types"][0]["conn-fields"]}
+    assert widgets <= set(pm.connection_form_widgets)
 
 
-def test_plugin_registers_the_links_for_the_operators():
-    import jfrog_plugin
+def test_links_are_registered_by_the_operators_only():
     from airflow import plugins_manager
 
-    assert plugins_manager.is_valid_plugin(jfrog_plugin.JFrogPlugin)
-    links = {type(link) for link in plugins_manager.get_operator_extra_links()}
-    assert {ArtifactoryLink, XrayScanLink} <= links, "plugins/jfrog_plugin.py was not loaded from the plugins folder"
-    assert ArtifactoryUploadOperator in ArtifactoryLink().operators
-    assert {XrayScanGateOperator, XrayScanSensor} <= set(XrayScanLink().operators)
+    assert not any(isinstance(link, ArtifactoryLink | XrayScanLink)
+                   for link in plugins_manager.get_operator_extra_links())
+    assert "extra-links" not in get_provider_info()
     assert [link.name for link in ArtifactoryUploadOperator.operator_extra_links] == ["Artifactory"]
     assert [link.name for link in XrayScanGateOperator.operator_extra_links] == ["Xray scan"]
 
 
-class RecordingTI:
-    def __init__(self) -> None:
-        self.xcoms: dict[str, object] = {}
-        self.dag_id, self.task_id, self.run_id, self.map_index = "d", "t", "r", -1
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.xcoms[key] = value
+# -- links after a real run, resolved the way the API server resolves them ----------------------------
 
 
-@pytest.fixture
-def xcom_from(monkeypatch):
-    """Serve XCom.get_value from what the operator pushed (the worker does this through the API server)."""
-    from airflow.sdk.execution_time.xcom import XCom
+def _links_of(dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+    """What `GET /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links` answers."""
+    from airflow.api_fastapi.core_api.routes.public.extra_links import get_extra_links
+    from airflow.models.dagbag import DBDagBag
+    from airflow.utils.session import create_session
 
-    def use(ti: RecordingTI) -> None:
-        monkeypatch.setattr(XCom, "get_value", classmethod(lambda cls, *, ti_key, key: ti.xcoms.get(key)))
-
-    return use
+    with create_session() as session:
+        return get_extra_links(dag_id, run_id, task_id, session=session, dag_bag=DBDagBag()).extra_links
 
 
-def test_artifactory_link_resolves_to_the_uploaded_artifact(jfrog_conn, jfrog_server, tmp_path, xcom_from):
+@pytest.mark.e2e
+def test_links_resolve_from_the_xcom_table_after_real_runs(dag_test, jfrog_conn, jfrog_server, tmp_path):
+    from airflow.sdk import DAG
+
     model = tmp_path / "model.pt"
     model.write_bytes(b"weights")
-    op = ArtifactoryUploadOperator(task_id="t", local_path=str(model), repo="ml-models-local",
-                                   target_path="mnist/3/model.pt")
-    ti = RecordingTI()
-    op.execute({"ti": ti})
-    xcom_from(ti)
-    [link] = op.operator_extra_links
-    assert link.get_link(op, ti_key=ti) == (
-        f"{jfrog_server.url}/ui/repos/tree/General/ml-models-local/mnist/3/model.pt")
-    assert link.xcom_key == "_link_ArtifactoryLink"
-
-
-def test_xray_link_resolves_to_the_scan_even_when_the_gate_fails(jfrog_conn, jfrog_server, xcom_from):
     jfrog_server.plant_vulnerabilities([{"component": "pypi://torch", "severity": "Critical",
                                          "cves": [{"cve": "CVE-2099-0001"}]}])
-    op = XrayScanGateOperator(task_id="t", component_ids=["pypi://torch:2.14.1"], poll_interval=0.01)
-    ti = RecordingTI()
-    with pytest.raises(Exception, match="CVE-2099-0001"):
-        op.execute({"ti": ti})
-    xcom_from(ti)
-    [link] = op.operator_extra_links
+    with DAG("jfrog_links", start_date=dt.datetime(2026, 1, 1), schedule=None) as dag:
+        upload = ArtifactoryUploadOperator(task_id="upload", local_path=str(model), repo="ml-models-local",
+                                           target_path="mnist/links/model.pt")
+        XrayScanGateOperator(task_id="gate", component_ids=["pypi://torch:2.14.1"], poll_interval=0.01,
+                             deferrable=False)
+        upload >> dag.get_task("gate")
+    run = dag_test(dag)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"upload": "success", "gate": "failed"}  # the gate blocks on the planted CVE
+    assert _links_of(dag.dag_id, run.run_id, "upload") == {
+        "Artifactory": f"{jfrog_server.url}/ui/repos/tree/General/ml-models-local/mnist/links/model.pt"}
     [(_, path, _)] = jfrog_server.requests_matching("GET", r"/scan/graph/")[-1:]
     scan_id = path.rsplit("/", 1)[-1]
-    assert link.get_link(op, ti_key=ti) == f"{jfrog_server.url}/ui/scans-list/graph/{scan_id}"
-
-
-def test_links_are_empty_without_an_xcom(xcom_from):
-    xcom_from(RecordingTI())
-    assert ArtifactoryLink().get_link(None, ti_key=RecordingTI()) == ""  # type: ignore[arg-type]
-    assert XrayScanLink().get_link(None, ti_key=RecordingTI()) == ""  # type: ignore[arg-type]
-    assert (ARTIFACTORY_URL_KEY, XRAY_URL_KEY) == ("jfrog_artifactory_url", "jfrog_xray_scan_url")
+    # a failed gate still shows the scan that failed it
+    assert _links_of(dag.dag_id, run.run_id, "gate") == {
+        "Xray scan": f"{jfrog_server.url}/ui/scans-list/graph/{scan_id}"}
 
 
 def test_operators_serialize_with_their_links():
-    import datetime as dt
-
     from airflow.sdk import DAG
     from airflow.serialization.serialized_objects import DagSerialization
 
@@ -143,9 +145,6 @@ def test_operators_serialize_with_their_links():
         ArtifactoryUploadOperator(task_id="up", local_path="/m.pt", repo="r", target_path="{{ run_id }}/m.pt")
         XrayScanGateOperator(task_id="gate", component_ids=["pypi://torch:2.14.1"], deferrable=True,
                              severity_threshold="{{ params.severity_threshold }}")
-        XrayScanSensor(task_id="wait", scan_id="{{ ti.xcom_pull('gate') }}")
     tasks = {t.task_id: t for t in DagSerialization.from_dict(DagSerialization.to_dict(dag)).tasks}
     links = {tid: [(link.name, link.xcom_key) for link in t.operator_extra_links] for tid, t in tasks.items()}
-    assert links == {"up": [("Artifactory", "_link_ArtifactoryLink")], "gate": [("Xray scan", "_link_XrayScanLink")],
-                     "wait": [("Xray scan", "_link_XrayScanLink")]}
-
+    assert links == {"up": [("Artifactory", "_link_ArtifactoryLink")], "gate": [("Xray scan", "_link_XrayScanLink")]}

@@ -1,9 +1,9 @@
-"""JFrogHook: the connection, session and single HTTP choke point shared by Artifactory and Xray hooks."""
+"""JFrogHook: the connection, sessions and single HTTP choke point shared by Artifactory and Xray hooks."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,17 +11,23 @@ from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 import requests
 import urllib3.exceptions
 from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
+from tenacity import AsyncRetrying, RetryCallState, Retrying, wait_exponential, wait_random_exponential
+from tenacity.wait import wait_base
 
 from jfrog_provider import __version__
 from jfrog_provider.exceptions import JFrogApiError
 
 Service = Literal["artifactory", "xray"]
+Response = requests.Response | httpx.Response
 
-# contract §1.3: only these statuses are worth retrying; every other 4xx is final
+# Only these statuses are worth retrying; every other 4xx is final. jfrog-client-go retries >= 500 and 429
+# (http/httpclient/client.go `shouldRetry`); 500 is left out here because a JFrog 500 is a server bug that a
+# resend does not fix. JFrog REST APIs "Error Responses": https://jfrog.com/help/r/jfrog-rest-apis/error-responses
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # a POST that the server did not process (rate limited / unavailable) is safe to resend
 RETRYABLE_STATUSES_NON_IDEMPOTENT = frozenset({429, 503})
@@ -39,9 +45,14 @@ class _BlocksizeAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def _never_reached_server(exc: Exception) -> bool:
-    # a refused or timed-out connect means the request was never sent: safe even for a POST
-    if isinstance(exc, requests.ConnectTimeout):
+# requests reports a body cut short as ChunkedEncodingError; httpx as RemoteProtocolError / ReadError
+_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                     httpx.TransportError)
+
+
+def _never_reached_server(exc: BaseException) -> bool:
+    """A refused or timed-out connect: the request was never sent, so resending is safe even for a POST."""
+    if isinstance(exc, requests.ConnectTimeout | httpx.ConnectError | httpx.ConnectTimeout):
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return isinstance(reason, urllib3.exceptions.NewConnectionError)
@@ -96,7 +107,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def error_message(resp: requests.Response) -> str:
+def error_message(resp: Response) -> str:
     """JFrog's own message: Artifactory errors[0].message, Xray error/info, else the raw text."""
     try:
         body = resp.json()
@@ -110,11 +121,16 @@ def error_message(resp: requests.Response) -> str:
             if isinstance(body.get(key), str) and body[key]:
                 return body[key]
     text = (resp.text or "").strip()
-    return text[:1000] if text else (resp.reason or "no response body")
+    reason = getattr(resp, "reason", None) or getattr(resp, "reason_phrase", "")
+    return text[:1000] if text else (reason or "no response body")
 
 
 class JFrogHook(BaseHook):
-    """Authenticated, retrying HTTP access to a JFrog Platform (Artifactory + Xray)."""
+    """Authenticated, retrying HTTP access to a JFrog Platform (Artifactory + Xray).
+
+    The connection form (labels, extras, defaults) is declared once, in the provider info
+    (`jfrog_provider.get_provider_info`), which Airflow 3.2+ reads without importing this hook.
+    """
 
     conn_name_attr = "jfrog_conn_id"
     default_conn_name = "jfrog_default"
@@ -134,24 +150,23 @@ class JFrogHook(BaseHook):
         self.jfrog_conn_id = jfrog_conn_id
         self._overrides = {"timeout": timeout, "max_retries": max_retries, "backoff_base": backoff_base,
                            "backoff_max": backoff_max, "max_total_wait": max_total_wait}
+        # tests swap these to observe the waits without sleeping
         self._sleep: Callable[[float], None] = time.sleep
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Relabel the connection form: host is the platform URL, password the access token."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Platform URL", "login": "User (optional, Basic auth)",
-                           "password": "Access token"},
-            "placeholders": {"host": "https://acme.jfrog.io",
-                             "extra": '{"timeout": 60, "verify": true, "max_retries": 5}'},
-        }
+        self._asleep: Callable[[float], Any] = asyncio.sleep
 
     # -- connection ---------------------------------------------------------------------------------
     @cached_property
     def config(self) -> JFrogConnectionConfig:
         """Settings from the Airflow connection, overridden by constructor arguments."""
-        conn = self.get_connection(self.jfrog_conn_id)
+        return self._resolve(self.get_connection(self.jfrog_conn_id))
+
+    async def aconfig(self) -> JFrogConnectionConfig:
+        """`config` for async code (triggers): reads the connection without blocking the event loop."""
+        if "config" not in self.__dict__:
+            self.__dict__["config"] = self._resolve(await self.aget_connection(self.jfrog_conn_id))
+        return self.config
+
+    def _resolve(self, conn: Any) -> JFrogConnectionConfig:
         extra = conn.extra_dejson or {}
         host = (conn.host or "").strip()
         if not host:
@@ -200,18 +215,25 @@ class JFrogHook(BaseHook):
             return
         mask_secret(secret)
 
+    def _auth_headers(self) -> dict[str, str]:
+        # JFrog "Authorization Headers": an access token is a bearer token; with a login it is a Basic password
+        # https://jfrog.com/help/r/jfrog-platform-administration-documentation/authorization-headers
+        cfg = self.config
+        headers = {"User-Agent": f"airflow-jfrog-provider/{__version__}"}
+        if not cfg.login:
+            headers["Authorization"] = f"Bearer {cfg.token}"
+        return headers
+
     @cached_property
     def session(self) -> requests.Session:
         """One authenticated keep-alive session per hook instance."""
         cfg = self.config
         session = requests.Session()
-        session.headers["User-Agent"] = f"airflow-jfrog-provider/{__version__}"
+        session.headers.update(self._auth_headers())
         if cfg.login:
-            session.auth = (cfg.login, cfg.token)  # contract §1.1: a token is accepted as Basic password
-        else:
-            session.headers["Authorization"] = f"Bearer {cfg.token}"
+            session.auth = (cfg.login, cfg.token)
         session.verify = cfg.verify
-        # requests re-reads proxy env vars (and netrc) on every call, ~1 ms each (perf goal U1, 1 MB case);
+        # requests re-reads proxy env vars (and netrc) on every call, ~1 ms each on a 1 MB upload;
         # resolve them once for the platform URL and freeze them on the session instead
         env = session.merge_environment_settings(cfg.platform_url, {}, None, cfg.verify, None)
         session.proxies.update(env["proxies"])
@@ -222,6 +244,16 @@ class JFrogHook(BaseHook):
         session.mount("https://", adapter)
         return session
 
+    @cached_property
+    def async_client(self) -> httpx.AsyncClient:
+        """The async twin of `session`, for triggers; call `aconfig()` first so no sync lookup runs on the loop."""
+        cfg = self.config
+        # httpx drops Authorization when a redirect leaves the origin, as requests does
+        return httpx.AsyncClient(
+            headers=self._auth_headers(), auth=(cfg.login, cfg.token) if cfg.login else None, verify=cfg.verify,
+            timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, CONNECT_TIMEOUT_MAX)),
+            follow_redirects=True)
+
     def get_conn(self) -> requests.Session:
         """The authenticated session."""
         return self.session
@@ -230,6 +262,11 @@ class JFrogHook(BaseHook):
         """Close the pooled connections."""
         if "session" in self.__dict__:
             self.__dict__.pop("session").close()
+
+    async def aclose(self) -> None:
+        """Close the async client's pooled connections."""
+        if "async_client" in self.__dict__:
+            await self.__dict__.pop("async_client").aclose()
 
     def test_connection(self) -> tuple[bool, str]:
         """Ping Artifactory with the connection's credentials."""
@@ -240,7 +277,7 @@ class JFrogHook(BaseHook):
         return True, "Connection to JFrog Artifactory works"
 
     def ping(self, service: Service = "artifactory") -> bool:
-        """Ping one service (contract A1 / X1)."""
+        """Ping one service (JFrog REST "System Health Ping" / Xray "Ping Request")."""
         path = "/api/system/ping" if service == "artifactory" else "/api/v1/system/ping"
         self._request("GET", path, service=service)
         return True
@@ -250,51 +287,98 @@ class JFrogHook(BaseHook):
         return self.config.artifactory_url if service == "artifactory" else self.config.xray_url
 
     # -- the choke point ----------------------------------------------------------------------------
-    def _backoff(self, attempt: int) -> float:
+    @property
+    def _backoff(self) -> wait_base:
+        """"Equal jitter": half of min(backoff_max, base * 2**(attempt-1)) fixed, half random; never zero.
+
+        Jitter stays once the cap is reached, so clients throttled together do not retry in step
+        (AWS Architecture Blog, "Exponential Backoff And Jitter").
+        """
         cfg = self.config
-        cap = min(cfg.backoff_max, cfg.backoff_base * (2**attempt))
-        return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter": never zero, never above cap
+        half = {"multiplier": cfg.backoff_base / 2, "max": cfg.backoff_max / 2}
+        return wait_exponential(**half) + wait_random_exponential(**half)
+
+    def _retry_policy(self, method: str, url_path: str, *, idempotent: bool, retry: bool) -> dict[str, Any]:
+        """tenacity arguments for one call: what to retry, how long to wait, when to give up."""
+        cfg = self.config
+        statuses = RETRYABLE_STATUSES if idempotent else RETRYABLE_STATUSES_NON_IDEMPOTENT
+        backoff = self._backoff
+
+        def should_retry(state: RetryCallState) -> bool:
+            outcome = state.outcome
+            if outcome.failed:
+                exc = outcome.exception()
+                # a connect that failed never reached the server; anything later is unsafe for a POST
+                return isinstance(exc, _TRANSPORT_ERRORS) and (idempotent or _never_reached_server(exc))
+            return outcome.result().status_code in statuses
+
+        def wait(state: RetryCallState) -> float:
+            # JFrog documents no Retry-After format: honour both RFC 9110 forms when a proxy or gateway sends one
+            if not state.outcome.failed:
+                after = parse_retry_after(state.outcome.result().headers.get("Retry-After"))
+                if after is not None:
+                    return after
+            return backoff(state)
+
+        def stop(state: RetryCallState) -> bool:
+            return (not retry or state.attempt_number > cfg.max_retries
+                    or state.idle_for + state.upcoming_sleep > cfg.max_total_wait)
+
+        def before_sleep(state: RetryCallState) -> None:
+            outcome = state.outcome
+            if outcome.failed:
+                exc = outcome.exception()
+                what = type(exc).__name__
+            else:
+                resp = outcome.result()
+                what = f"answered {resp.status_code}"
+                if isinstance(resp, requests.Response):
+                    resp.close()  # give a streamed answer's connection back; httpx read its answer in full
+            self.log.warning("JFrog %s %s %s; retry %d/%d in %.2fs", method, url_path, what,
+                             state.attempt_number, cfg.max_retries, state.upcoming_sleep)
+
+        return {"retry": should_retry, "wait": wait, "stop": stop, "before_sleep": before_sleep,
+                # out of tries or time: hand back the last answer (or raise the last error) unchanged
+                "retry_error_callback": lambda state: state.outcome.result()}
 
     def _request(self, method: str, url_path: str, *, service: Service = "artifactory", retry: bool = True,
                  idempotent: bool | None = None, **kwargs: Any) -> requests.Response:
-        """Send one REST call with timeouts and bounded safe retries; raise JFrogApiError on non-2xx."""
+        """Send one REST call with timeouts and bounded safe retries; raise JFrogApiError on an error status.
+
+        A streamed body re-iterates from byte 0 on each attempt (ArtifactoryHook.deploy_artifact).
+        """
         cfg = self.config
         method = method.upper()
-        url = self.service_url(service) + url_path
-        if idempotent is None:
-            idempotent = method != "POST"
+        idempotent = method != "POST" if idempotent is None else idempotent
         kwargs.setdefault("timeout", (min(cfg.timeout, CONNECT_TIMEOUT_MAX), cfg.timeout))
-        attempt, waited = 0, 0.0
-        while True:
-            try:
-                # a streamed body re-iterates from byte 0 on each attempt (ArtifactoryHook.deploy_artifact)
-                resp = self.session.request(method, url, **kwargs)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                # ChunkedEncodingError is how requests reports a body cut short (reset / short read)
-                # ConnectTimeout/refused never reached the server; anything later is unsafe for POSTs
-                safe = idempotent or _never_reached_server(exc)
-                wait = self._backoff(attempt)
-                if not (retry and safe and attempt < cfg.max_retries and waited + wait <= cfg.max_total_wait):
-                    raise JFrogApiError(None, f"{type(exc).__name__}: {self._scrub(str(exc))}",
-                                        method=method, url_path=url_path) from exc
-                self.log.warning("JFrog %s %s: %s; retry %d/%d in %.2fs", method, url_path,
-                                 type(exc).__name__, attempt + 1, cfg.max_retries, wait)
-            else:
-                if resp.ok:
-                    return resp
-                allowed = RETRYABLE_STATUSES if idempotent else RETRYABLE_STATUSES_NON_IDEMPOTENT
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                wait = retry_after if retry_after is not None else self._backoff(attempt)
-                if not (retry and resp.status_code in allowed and attempt < cfg.max_retries
-                        and waited + wait <= cfg.max_total_wait):
-                    raise JFrogApiError(resp.status_code, self._scrub(error_message(resp)), method=method,
-                                        url_path=url_path)
-                self.log.warning("JFrog %s %s answered %d; retry %d/%d in %.2fs", method, url_path,
-                                 resp.status_code, attempt + 1, cfg.max_retries, wait)
-                resp.close()
-            self._sleep(wait)
-            waited += wait
-            attempt += 1
+        policy = self._retry_policy(method, url_path, idempotent=idempotent, retry=retry)
+        try:
+            resp = Retrying(sleep=self._sleep, **policy)(
+                self.session.request, method, self.service_url(service) + url_path, **kwargs)
+        except _TRANSPORT_ERRORS as exc:
+            raise JFrogApiError(None, f"{type(exc).__name__}: {self._scrub(str(exc))}", method=method,
+                                url_path=url_path) from exc
+        return self._checked(resp, method, url_path)
+
+    async def _arequest(self, method: str, url_path: str, *, service: Service = "artifactory",
+                        retry: bool = True, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """`_request` on the async client: the same retry policy, awaited sleeps, the same errors."""
+        await self.aconfig()
+        method = method.upper()
+        idempotent = method != "POST" if idempotent is None else idempotent
+        policy = self._retry_policy(method, url_path, idempotent=idempotent, retry=retry)
+        try:
+            resp = await AsyncRetrying(sleep=self._asleep, **policy)(
+                self.async_client.request, method, self.service_url(service) + url_path, **kwargs)
+        except _TRANSPORT_ERRORS as exc:
+            raise JFrogApiError(None, f"{type(exc).__name__}: {self._scrub(str(exc))}", method=method,
+                                url_path=url_path) from exc
+        return self._checked(resp, method, url_path)
+
+    def _checked(self, resp: Any, method: str, url_path: str) -> Any:
+        if resp.status_code < 400:
+            return resp
+        raise JFrogApiError(resp.status_code, self._scrub(error_message(resp)), method=method, url_path=url_path)
 
     def _scrub(self, text: str) -> str:
         # never let the token reach an exception message, even if a server echoes it back
