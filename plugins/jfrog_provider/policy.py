@@ -1,4 +1,8 @@
-"""The Xray gate policy: which findings of a graph scan block a release (contract X12), and the allowlist."""
+"""The Xray gate policy: which findings of a graph scan block a release, and the allowlist.
+
+It mirrors `jf audit --fail` (jfrog-cli-security `policy/handler.go` `CheckPolicyFailBuildError`): a violation
+with `fail_build` fails; then the gate applies its own severity threshold to the vulnerabilities.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +31,15 @@ class XrayPolicyViolation(AirflowFailException):  # noqa: N818 - it is a verdict
 
 
 def check_severity(value: str, name: str = "severity_threshold") -> Severity:
-    """Parse a severity name (Critical, High, Medium, Low, Information, Unknown) or raise ValueError."""
+    """Parse a rated severity name (Critical, High, Medium, Low, Information) or raise ValueError."""
+    rated = [s.label for s in reversed(Severity) if s.rated]
     try:
-        return Severity.parse(value)
-    except Exception as exc:  # MalformedScanResultError is for scan bodies; a bad argument is a ValueError
-        raise ValueError(f"{name} must be one of {[s.label for s in Severity]}, got {value!r}") from exc
+        level = Severity.parse(value)
+    except ValueError:
+        level = None
+    if level is None or not level.rated:
+        raise ValueError(f"{name} must be one of {rated}, got {value!r}")
+    return level
 
 
 @dataclass(frozen=True)
@@ -124,12 +132,15 @@ def _finding(v: Vulnerability, reason: str) -> dict[str, Any]:
 
 
 def judge_scan(result: GraphScanResult, *, severity_threshold: str | Severity = "High",
-               allowlist: Sequence[AllowlistEntry] = (), today: dt.date | None = None) -> GateVerdict:
-    """Block on any `fail_build` violation, or on a vulnerability at/above the threshold not allowlisted.
+               allowlist: Sequence[AllowlistEntry] = (), today: dt.date | None = None,
+               fail_on_fail_build_violations: bool = True) -> GateVerdict:
+    """Block on a `fail_build` violation, on an unrated finding, or on one at/above the threshold not allowlisted.
 
     The allowlist waives local-threshold findings only: a `fail_build` violation is Xray's own policy
-    verdict (contract X12) and is waived in Xray (ignore rules), not here. A vulnerability is waived only
-    when every one of its CVEs (or its issue id, when it has none) has an active entry.
+    verdict and is waived in Xray (ignore rules), not here. A vulnerability is waived only when every one
+    of its CVEs (or its issue id, when it has none) has an active entry. A Pending, Unknown or missing
+    severity blocks at any threshold: Xray has not said how bad it is yet (fail closed).
+    `fail_on_fail_build_violations=False` is `jf audit --fail=false`: violations are reported, not blocking.
     """
     threshold = check_severity(severity_threshold) if not isinstance(severity_threshold, Severity) \
         else severity_threshold
@@ -142,10 +153,10 @@ def judge_scan(result: GraphScanResult, *, severity_threshold: str | Severity = 
         blocking.append({"issue_id": "-", "severity": "Unknown", "summary": "", "cves": [], "components": [],
                          "reason": f"scan ended with status {result.status!r}"})
     for violation in result.violations:
-        if violation.fail_build:
+        if violation.fail_build and fail_on_fail_build_violations:
             blocking.append(_finding(violation, _violation_reason(violation)))
     for vuln in result.vulnerabilities:
-        if vuln.severity < threshold:
+        if vuln.severity.rated and vuln.severity < threshold:
             continue
         ids = vuln.cves or (vuln.issue_id.upper(),)
         entries = [active.get(i.upper()) for i in ids]
@@ -154,7 +165,7 @@ def judge_scan(result: GraphScanResult, *, severity_threshold: str | Severity = 
                                                           for e in entries if e))
             waived.append(d)
         else:
-            blocking.append(_finding(vuln, f"severity {vuln.severity.label} >= {threshold.label}"))
+            blocking.append(_finding(vuln, _severity_reason(vuln, threshold)))
     by_severity = Counter(v.severity.label for v in (*result.vulnerabilities, *result.violations))
     counts = {"vulnerabilities": len(result.vulnerabilities), "violations": len(result.violations),
               "fail_build_violations": sum(v.fail_build for v in result.violations),
@@ -168,3 +179,10 @@ def judge_scan(result: GraphScanResult, *, severity_threshold: str | Severity = 
 def _violation_reason(v: Violation) -> str:
     policies = f", policy {', '.join(v.policies)}" if v.policies else ""
     return f"{v.type} violation with fail_build (watch {v.watch_name or '-'}{policies})"
+
+
+def _severity_reason(v: Vulnerability, threshold: Severity) -> str:
+    if v.severity.rated:
+        return f"severity {v.severity.label} >= {threshold.label}"
+    return (f"severity {v.severity.label}: Xray has not rated it yet (missing, Unknown or Pending), and an "
+            "unrated finding blocks at any threshold")

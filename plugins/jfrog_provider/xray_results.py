@@ -1,18 +1,41 @@
-"""Typed, strictly parsed Xray graph-scan results (contract X7, X11); malformed input fails closed."""
+"""Xray answers as pydantic models, parsed strictly: anything malformed raises MalformedScanResultError.
+
+Shapes follow the graph scan that `jf audit` uses (jfrog-client-go `xray/services/scan.go`, `ScanResponse`)
+and Xray REST "Artifact Summary" (https://docs.jfrog.com/security/reference/artifact-summary_artifacts-v2-openapi).
+"""
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from jfrog_provider.exceptions import MalformedScanResultError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from jfrog_provider.exceptions import MalformedScanResultError, XrayScanError
+
+# Xray's summary says "Artifact doesn't exist or not indexed/cached in Xray" until indexing ends (the same
+# words for a path Xray never saw); "pending" and "in progress" cover the scan-status wording
+# (https://jfrog.com/help/r/xray-rest-apis/scan-status)
+_NOT_YET = re.compile(r"not (yet )?indexed|pending|in progress", re.IGNORECASE)
+# issue types a watch judges as policy, not as a vulnerability of the file (Artifact Summary `issue_type`)
+_POLICY_ISSUE_TYPES = {"license", "operational risk", "operational_risk"}
 
 
 class Severity(enum.IntEnum):
-    """Xray severities, ordered so that comparisons work (Critical > High > ... > Unknown)."""
+    """Xray severities, ordered so that comparisons work; PENDING and UNKNOWN are not rated and always block."""
 
+    PENDING = -1
     UNKNOWN = 0
     INFORMATION = 1
     LOW = 2
@@ -22,19 +45,24 @@ class Severity(enum.IntEnum):
 
     @classmethod
     def parse(cls, value: Any) -> Severity:
-        """Parse case-insensitively (contract X11), mapping legacy names; raise on anything else."""
+        """Parse case-insensitively, mapping legacy names; raise ValueError on anything else."""
         if isinstance(value, Severity):
             return value
         if not isinstance(value, str):
-            raise MalformedScanResultError(None, f"severity must be a string, got {value!r}")
+            raise ValueError(f"severity must be a string, got {value!r}")
         key = value.strip().lower()
-        # contract X11: legacy Major/Minor (v1 build scan), Normal/Pending (policies), Info shorthand
-        key = {"info": "information", "major": "high", "minor": "low", "normal": "medium",
-               "pending": "unknown"}.get(key, key)
+        # jfrog-cli-security `utils/severityutils/severity.go` lists the six names; jfrog-client-go
+        # `xray/services/utils/policybody.go` adds Normal and Pending; the v1 build scan used Major/Minor
+        key = {"info": "information", "major": "high", "minor": "low", "normal": "medium"}.get(key, key)
         try:
             return cls[key.upper()]
         except KeyError:
-            raise MalformedScanResultError(None, f"unknown Xray severity {value!r}") from None
+            raise ValueError(f"unknown Xray severity {value!r}") from None
+
+    @property
+    def rated(self) -> bool:
+        """False for Pending and Unknown: Xray has not said how bad the finding is."""
+        return self > Severity.UNKNOWN
 
     @property
     def label(self) -> str:
@@ -42,23 +70,73 @@ class Severity(enum.IntEnum):
         return self.name.capitalize()
 
 
-@dataclass(frozen=True)
-class ImpactedComponent:
+def _severity(value: Any) -> Severity:
+    # an absent severity is as unrated as an "Unknown" one: both block (fail closed)
+    return Severity.UNKNOWN if value is None else Severity.parse(value)
+
+
+def _cve_ids(value: Any) -> Any:
+    # X7 and the summary both send cves as [{"cve": "CVE-…", …}]; entries without an id carry no CVE
+    if not isinstance(value, list):
+        return value
+    out = []
+    for i, cve in enumerate(value):
+        if not isinstance(cve, Mapping) or not isinstance(cve.get("cve", ""), str):
+            raise ValueError(f"cves[{i}] must be an object with a string 'cve', got {cve!r}")
+        if cve.get("cve"):
+            out.append(cve["cve"])
+    return out
+
+
+def _graph_components(value: Any) -> Any:
+    # the graph scan keys components by id: {"pypi://torch:2.5.1": {"fixed_versions": [...]}, ...}
+    if value is None:
+        return []
+    if isinstance(value, tuple) and all(isinstance(c, ImpactedComponent) for c in value):
+        return value  # built here (artifact-summary findings), not parsed from Xray
+    if not isinstance(value, Mapping):
+        raise ValueError(f"components must be an object keyed by component id, got {type(value).__name__}")
+    return [{"component_id": cid, **(detail or {})} if isinstance(detail, Mapping | None) else detail
+            for cid, detail in value.items()]
+
+
+def _policy_names(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    return [p.get("policy", "") if isinstance(p, Mapping) else p for p in value]
+
+
+class _Model(BaseModel):
+    """Frozen, unknown fields ignored (Xray adds fields), null read as absent (client-go `omitempty`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
+
+class ImpactedComponent(_Model):
     """A component hit by an issue and the versions that fix it."""
 
-    component_id: str
-    fixed_versions: tuple[str, ...]
+    component_id: StrictStr
+    fixed_versions: tuple[StrictStr, ...] = ()
 
 
-@dataclass(frozen=True)
-class Vulnerability:
+SeverityField = Annotated[Severity, BeforeValidator(_severity)]
+
+
+class Vulnerability(_Model):
     """One Xray security issue."""
 
-    issue_id: str
-    severity: Severity
-    summary: str
-    cves: tuple[str, ...]
-    components: tuple[ImpactedComponent, ...]
+    issue_id: StrictStr
+    severity: SeverityField = Severity.UNKNOWN
+    summary: StrictStr = ""
+    cves: Annotated[tuple[StrictStr, ...], BeforeValidator(_cve_ids)] = ()
+    components: Annotated[tuple[ImpactedComponent, ...], BeforeValidator(_graph_components)] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -68,14 +146,13 @@ class Vulnerability:
                                for c in self.components]}
 
 
-@dataclass(frozen=True)
 class Violation(Vulnerability):
-    """A policy violation found because a context (watch / project / repo_path) was given."""
+    """A policy violation, reported only when the scan had a context (watch, project or repo_path)."""
 
-    type: str
-    watch_name: str
-    fail_build: bool
-    policies: tuple[str, ...] = ()
+    type: StrictStr = "security"
+    watch_name: StrictStr = ""
+    fail_build: StrictBool = False
+    policies: Annotated[tuple[StrictStr, ...], BeforeValidator(_policy_names)] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -83,24 +160,18 @@ class Violation(Vulnerability):
                 "fail_build": self.fail_build, "policies": list(self.policies)}
 
 
-@dataclass(frozen=True)
-class GraphScanResult:
-    """The final answer of a graph scan."""
+class GraphScanResult(_Model):
+    """The final answer of a graph scan, optionally with Xray's summaries of published files."""
 
-    scan_id: str
-    status: str
-    vulnerabilities: tuple[Vulnerability, ...]
-    violations: tuple[Violation, ...]
+    scan_id: StrictStr
+    status: StrictStr = ""
+    vulnerabilities: tuple[Vulnerability, ...] = ()
+    violations: tuple[Violation, ...] = ()
 
     @classmethod
     def from_json(cls, data: Any) -> GraphScanResult:
-        """Parse the X7 200 body; raise MalformedScanResultError on anything unexpected."""
-        obj = _mapping(data, "graph scan result")
-        scan_id = _str(obj, "scan_id", required=True)
-        status = _str(obj, "status")
-        vulns = tuple(_parse_issue(v, f"vulnerabilities[{i}]") for i, v in enumerate(_list(obj, "vulnerabilities")))
-        violations = tuple(_parse_violation(v, f"violations[{i}]") for i, v in enumerate(_list(obj, "violations")))
-        return cls(scan_id=scan_id, status=status, vulnerabilities=vulns, violations=violations)
+        """Parse the final 200 body of `GET /api/v1/scan/graph/{scan_id}`."""
+        return _validate(cls, data, "graph scan result")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict for XCom."""
@@ -108,84 +179,124 @@ class GraphScanResult:
                 "vulnerabilities": [v.to_dict() for v in self.vulnerabilities],
                 "violations": [v.to_dict() for v in self.violations]}
 
+    def with_findings(self, extra: tuple[Vulnerability, ...]) -> GraphScanResult:
+        """The same result with more vulnerabilities (those Xray found in the published files)."""
+        return self.model_copy(update={"vulnerabilities": (*self.vulnerabilities, *extra)})
+
     @property
     def max_severity(self) -> Severity | None:
-        """Highest severity among vulnerabilities and violations, None when clean."""
-        levels = [v.severity for v in (*self.vulnerabilities, *self.violations)]
+        """Highest rated severity among vulnerabilities and violations, None when there is none."""
+        levels = [v.severity for v in (*self.vulnerabilities, *self.violations) if v.severity.rated]
         return max(levels) if levels else None
 
     @property
     def fail_build(self) -> bool:
-        """True if any violation asks to fail the build (contract X12)."""
+        """True if any violation asks to fail the build."""
         return any(v.fail_build for v in self.violations)
 
     def vulnerabilities_at_least(self, severity: Severity | str) -> tuple[Vulnerability, ...]:
-        """Vulnerabilities with severity at or above the threshold."""
+        """Vulnerabilities at or above the threshold, plus every unrated one (fail closed)."""
         threshold = Severity.parse(severity)
-        return tuple(v for v in self.vulnerabilities if v.severity >= threshold)
+        return tuple(v for v in self.vulnerabilities if v.severity >= threshold or not v.severity.rated)
 
 
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise MalformedScanResultError(None, f"{where}: expected an object, got {type(value).__name__}")
-    return value
+def final_graph_result(body: Any) -> GraphScanResult:
+    """Parse the final graph scan body; one whose status says the scan failed raises XrayScanError (fail closed)."""
+    result = GraphScanResult.from_json(body)
+    if result.status.strip().lower() in {"failed", "error"}:
+        raise XrayScanError(200, f"Xray graph scan {result.scan_id} ended with status {result.status!r}")
+    return result
 
 
-def _str(obj: Mapping[str, Any], key: str, *, required: bool = False, where: str = "") -> str:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise MalformedScanResultError(None, f"{where or 'result'}: missing {key!r}")
-        return ""
-    if not isinstance(value, str):
-        raise MalformedScanResultError(None, f"{where or 'result'}.{key}: expected a string, got {value!r}")
-    return value
+# -- Artifact Summary (POST /api/v2/summary/artifact) -------------------------------------------------------
 
 
-def _list(obj: Mapping[str, Any], key: str, where: str = "result") -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []  # contract X7: absent when not requested or empty (client-go omitempty)
-    if not isinstance(value, list):
-        raise MalformedScanResultError(None, f"{where}.{key}: expected a list, got {type(value).__name__}")
-    return value
+class SummaryComponent(_Model):
+    """A component an artifact-summary issue names (v2 only)."""
+
+    component_id: StrictStr = ""
+    fixed_versions: tuple[StrictStr, ...] = ()
 
 
-def _issue_fields(raw: Any, where: str) -> dict[str, Any]:
-    obj = _mapping(raw, where)
-    cves = []
-    for i, cve in enumerate(_list(obj, "cves", where)):
-        cve_id = _str(_mapping(cve, f"{where}.cves[{i}]"), "cve", where=f"{where}.cves[{i}]")
-        if cve_id:
-            cves.append(cve_id)
-    comps_raw = obj.get("components") or {}
-    comps = []
-    for cid, detail in _mapping(comps_raw, f"{where}.components").items():
-        detail = _mapping(detail or {}, f"{where}.components[{cid}]")
-        fixed = _list(detail, "fixed_versions", f"{where}.components[{cid}]")
-        if not all(isinstance(f, str) for f in fixed):
-            raise MalformedScanResultError(None, f"{where}.components[{cid}].fixed_versions must be strings")
-        comps.append(ImpactedComponent(str(cid), tuple(fixed)))
-    if "severity" not in obj:
-        raise MalformedScanResultError(None, f"{where}: missing 'severity'")
-    return {"issue_id": _str(obj, "issue_id", required=True, where=where),
-            "severity": Severity.parse(obj["severity"]), "summary": _str(obj, "summary", where=where),
-            "cves": tuple(cves), "components": tuple(comps)}
+class SummaryIssue(_Model):
+    """One issue Xray found in an indexed artifact."""
+
+    issue_id: StrictStr
+    severity: SeverityField = Severity.UNKNOWN
+    summary: StrictStr = ""
+    issue_type: StrictStr = "security"
+    cves: Annotated[tuple[StrictStr, ...], BeforeValidator(_cve_ids)] = ()
+    components: tuple[SummaryComponent, ...] = ()
 
 
-def _parse_issue(raw: Any, where: str) -> Vulnerability:
-    return Vulnerability(**_issue_fields(raw, where))
+class SummaryGeneral(_Model):
+    """What the artifact is: Xray's component id and its path `default/<repo>/<path>`."""
+
+    component_id: StrictStr = ""
+    name: StrictStr = ""
+    path: StrictStr = ""
+    sha256: StrictStr = ""
 
 
-def _parse_violation(raw: Any, where: str) -> Violation:
-    fields = _issue_fields(raw, where)
-    obj = _mapping(raw, where)
-    fail_build = obj.get("fail_build", False)
-    if not isinstance(fail_build, bool):
-        raise MalformedScanResultError(None, f"{where}.fail_build: expected a boolean, got {fail_build!r}")
-    policies = []
-    for i, pol in enumerate(_list(obj, "policies", where)):
-        policies.append(_str(_mapping(pol, f"{where}.policies[{i}]"), "policy", where=f"{where}.policies[{i}]"))
-    return Violation(**fields, type=_str(obj, "type", where=where) or "security",
-                     watch_name=_str(obj, "watch_name", where=where), fail_build=fail_build,
-                     policies=tuple(policies))
+class SummaryArtifact(_Model):
+    """One indexed artifact and its issues."""
+
+    general: SummaryGeneral = Field(default_factory=SummaryGeneral)
+    issues: tuple[SummaryIssue, ...] = ()
+
+    def findings(self) -> tuple[Vulnerability, ...]:
+        """The artifact's issues as vulnerabilities of the file itself (license/operational risk are watch policy)."""
+        own = ImpactedComponent(component_id=self.general.component_id or self.general.path)
+        return tuple(
+            Vulnerability(issue_id=i.issue_id, severity=i.severity, summary=i.summary, cves=i.cves,
+                          components=tuple(ImpactedComponent(component_id=c.component_id or own.component_id,
+                                                             fixed_versions=c.fixed_versions)
+                                           for c in i.components) or (own,))
+            for i in self.issues if i.issue_type.strip().lower() not in _POLICY_ISSUE_TYPES)
+
+
+class SummaryError(_Model):
+    """An identifier Xray could not summarise, and why."""
+
+    identifier: StrictStr = ""
+    error: StrictStr = ""
+
+    @property
+    def not_yet(self) -> bool:
+        """True when Xray may still be indexing the artifact (worth asking again, within a bound)."""
+        return bool(_NOT_YET.search(self.error))
+
+
+class ArtifactSummary(_Model):
+    """The answer of `POST /api/v2/summary/artifact`: artifacts, and identifiers it could not summarise."""
+
+    artifacts: tuple[SummaryArtifact, ...] = ()
+    errors: tuple[SummaryError, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Any) -> ArtifactSummary:
+        """Parse a summary body."""
+        return _validate(cls, data, "artifact summary")
+
+    @property
+    def pending(self) -> tuple[SummaryError, ...]:
+        """Errors that say the artifact is not indexed yet."""
+        return tuple(e for e in self.errors if e.not_yet)
+
+    def findings(self) -> tuple[Vulnerability, ...]:
+        """Every artifact's findings."""
+        return tuple(f for a in self.artifacts for f in a.findings())
+
+
+_M = TypeVar("_M", bound=_Model)
+
+
+def _validate(model: type[_M], data: Any, what: str) -> _M:
+    if not isinstance(data, Mapping):
+        raise MalformedScanResultError(None, f"{what}: expected an object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+        raise MalformedScanResultError(None, f"{what}: {where or 'body'}: {first['msg']}") from None

@@ -38,6 +38,7 @@ class RecordingTI:
 
 def gate(**kw) -> XrayScanGateOperator:
     kw.setdefault("component_ids", DEPS)
+    kw.setdefault("deferrable", False)
     return XrayScanGateOperator(task_id="scan_gate", poll_interval=0.01, timeout=5, **kw)
 
 
@@ -49,6 +50,8 @@ def gate(**kw) -> XrayScanGateOperator:
     pytest.param([finding("Medium")], {"severity_threshold": "Medium"}, False, id="lower-threshold-fails"),
     pytest.param([finding("Low", fail_build=True)], {"watches": ["ml-watch"]}, False, id="fail-build-violation"),
     pytest.param([finding("Low", fail_build=False)], {"watches": ["ml-watch"]}, True, id="non-blocking-violation"),
+    pytest.param([finding("Low", fail_build=True)], {"watches": ["ml-watch"], "fail_on_fail_build_violations": False},
+                 True, id="fail-build-reported-not-blocking"),
     pytest.param([finding("Critical")], {"allowlist": [VALID]}, True, id="allowlisted-passes"),
     pytest.param([finding("Critical")], {"allowlist": [EXPIRED]}, False, id="expired-allowlist-fails"),
     pytest.param([finding("Critical", fail_build=True)], {"watches": ["ml-watch"], "allowlist": [VALID]}, False,
@@ -63,7 +66,7 @@ def test_gate_outcomes(conn, jfrog_server, planted, kwargs, passes):
     if passes:
         verdict = op.execute({"ti": ti})
         assert verdict["passed"] is True and verdict["blocking"] == []
-        assert json.loads(json.dumps(verdict)) == verdict
+        assert json.loads(json.dumps(verdict)) == verdict == ti.xcoms[VERDICT_XCOM_KEY]
     else:
         with pytest.raises(XrayPolicyViolation) as err:
             op.execute({"ti": ti})
@@ -112,8 +115,11 @@ def test_malformed_allowlist_is_a_value_error_at_parse_time(bad):
     {"component_ids": None},
     {"sbom_path": "/tmp/sbom.json"},
     {"component_ids": "pypi://torch:2.14.1"},
+    {"artifact_paths": "ml-models-local/m/model.pt"},
     {"watches": ["w"], "project": "p"},
     {"severity_threshold": "Catastrophic"},
+    {"severity_threshold": "Pending"},
+    {"severity_threshold": "Unknown"},
 ])
 def test_bad_gate_arguments(kwargs):
     with pytest.raises(ValueError):
@@ -146,7 +152,8 @@ def test_unparsable_severity_fails(conn, jfrog_server):
 def test_scan_timeout_fails(conn, jfrog_server):
     jfrog_server.scan_polls_before_done = 1000
     with pytest.raises(XrayScanTimeoutError):
-        XrayScanGateOperator(task_id="g", component_ids=DEPS, poll_interval=0.02, timeout=0.2).execute({})
+        XrayScanGateOperator(task_id="g", component_ids=DEPS, poll_interval=0.02, timeout=0.2,
+                             deferrable=False).execute({})
 
 
 def test_empty_component_list_fails_instead_of_passing(conn, jfrog_server):
@@ -179,17 +186,33 @@ def collect(trigger) -> list:
     return asyncio.run(go())
 
 
-def test_deferrable_gate_pokes_once_defers_and_judges_the_event(conn, jfrog_server):
+def test_deferrable_follows_operators_default_deferrable():
+    """Like Airflow's providers: `[operators] default_deferrable`, read when the module is imported."""
+    import os
+    import subprocess
+    import sys
+
+    assert XrayScanGateOperator(task_id="g", component_ids=DEPS).deferrable is False  # the test config's default
+    code = ("from jfrog_provider.operators.xray import XrayScanGateOperator as G; "
+            "print(G(task_id='g', component_ids=['pypi://a:1']).deferrable)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true",
+                              "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert out.stdout.strip() == "True"
+
+
+def test_deferrable_gate_submits_the_scan_defers_and_judges_the_event(conn, jfrog_server):
     jfrog_server.plant_vulnerabilities([finding("Critical")])
     op = gate(deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({})
-    assert len(jfrog_server.requests_matching("GET", r"/scan/graph/")) == 1  # one poke, then the triggerer
+    assert jfrog_server.requests_matching("GET", r"/scan/graph/") == []  # the triggerer polls, not the worker
     trigger = deferred.value.trigger
     assert isinstance(trigger, XrayScanTrigger) and deferred.value.method_name == "execute_complete"
     classpath, kwargs = trigger.serialize()
     assert classpath == "jfrog_provider.triggers.xray.XrayScanTrigger"
-    assert kwargs["poll_interval"] == 0.01 and kwargs["timeout"] == 5
+    assert kwargs["poll_interval"] == 0.01 and kwargs["timeout"] == 5 and kwargs["artifact_paths"] == []
+    assert jfrog_server.token not in json.dumps(kwargs)
     [event] = collect(trigger)
     assert event.payload["status"] == "success"
     with pytest.raises(XrayPolicyViolation, match=CVE):
@@ -199,11 +222,6 @@ def test_deferrable_gate_pokes_once_defers_and_judges_the_event(conn, jfrog_serv
         gate(deferrable=True).execute({})
     [event] = collect(clean.value.trigger)
     assert gate(deferrable=True).execute_complete({}, event=event.payload)["passed"] is True
-
-
-def test_deferrable_gate_judges_at_once_when_the_scan_is_already_done(conn, jfrog_server):
-    jfrog_server.scan_polls_before_done = 0
-    assert gate(deferrable=True).execute({})["passed"] is True
 
 
 @pytest.mark.parametrize(("event", "error"), [
@@ -217,3 +235,9 @@ def test_deferrable_gate_judges_at_once_when_the_scan_is_already_done(conn, jfro
 def test_execute_complete_never_passes_a_bad_event(conn, event, error):
     with pytest.raises(error):
         gate(deferrable=True).execute_complete({}, event=event)
+
+
+def test_execute_complete_needs_the_summary_it_waited_for(conn):
+    event = {"status": "success", "scan_id": "s", "result": {"scan_id": "s", "status": "completed"}}
+    with pytest.raises(MalformedScanResultError, match="artifact summary"):
+        gate(deferrable=True, artifact_paths=["r/m.pt"]).execute_complete({}, event=event)

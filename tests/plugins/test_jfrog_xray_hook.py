@@ -1,4 +1,4 @@
-"""XrayHook graph scans against the local server, and strict parsing of scan results."""
+"""XrayHook graph scans and artifact summaries against the local server, and strict parsing of Xray results."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_scan_returns_planted_critical_vulnerability(hook, jfrog_server):
     result = hook.wait_for_graph_scan(hook.scan_graph(DEPS), poll_interval=0.01, timeout=5)
     [vuln] = result.vulnerabilities
     assert vuln.severity is Severity.CRITICAL and vuln.cves == ("CVE-2099-0001",)
-    assert vuln.components == (ImpactedComponent("pypi://torch:2.14.1", ("[2.15.0]",)),)
+    assert vuln.components == (ImpactedComponent(component_id="pypi://torch:2.14.1", fixed_versions=("[2.15.0]",)),)
     assert result.violations == () and result.fail_build is False
     assert result.max_severity is Severity.CRITICAL
     assert json.loads(json.dumps(result.to_dict()))["vulnerabilities"][0]["severity"] == "Critical"
@@ -125,13 +125,15 @@ def test_bad_purl_is_value_error(bad):
 
 @pytest.mark.parametrize("text,expected", [("Critical", Severity.CRITICAL), ("high", Severity.HIGH),
                                            ("MEDIUM", Severity.MEDIUM), ("Information", Severity.INFORMATION),
-                                           ("Unknown", Severity.UNKNOWN), ("Major", Severity.HIGH)])
+                                           ("Unknown", Severity.UNKNOWN), ("Major", Severity.HIGH),
+                                           ("pending", Severity.PENDING), ("Normal", Severity.MEDIUM)])
 def test_severity_parse_case_insensitive(text, expected):
     assert Severity.parse(text) is expected
 
 
-def test_severity_order():
-    assert Severity.CRITICAL > Severity.HIGH > Severity.MEDIUM > Severity.LOW > Severity.INFORMATION > Severity.UNKNOWN
+def test_severity_order_and_unrated():
+    assert Severity.CRITICAL > Severity.HIGH > Severity.MEDIUM > Severity.LOW > Severity.INFORMATION
+    assert [s for s in Severity if not s.rated] == [Severity.PENDING, Severity.UNKNOWN]
 
 
 GOOD = {"scan_id": "s1", "status": "completed", "vulnerabilities": [
@@ -143,7 +145,7 @@ GOOD = {"scan_id": "s1", "status": "completed", "vulnerabilities": [
     lambda d: d.pop("scan_id"),
     lambda d: d.update(vulnerabilities={"not": "a list"}),
     lambda d: d["vulnerabilities"][0].update(severity="apocalyptic"),
-    lambda d: d["vulnerabilities"][0].pop("severity"),
+    lambda d: d["vulnerabilities"][0].update(severity=3),
     lambda d: d["vulnerabilities"][0].update(issue_id=7),
     lambda d: d["vulnerabilities"][0].update(components=["pypi://a:1"]),
     lambda d: d["vulnerabilities"][0]["components"]["pypi://a:1"].update(fixed_versions=[2]),
@@ -152,8 +154,24 @@ GOOD = {"scan_id": "s1", "status": "completed", "vulnerabilities": [
 def test_malformed_results_fail_closed(mutate):
     data = json.loads(json.dumps(GOOD))
     mutate(data)
-    with pytest.raises(MalformedScanResultError):
+    with pytest.raises(MalformedScanResultError, match=r"graph scan result: (scan_id|v\w+(\[0\])?)"):
         GraphScanResult.from_json(data)
+
+
+def test_malformed_error_names_the_field():
+    data = json.loads(json.dumps(GOOD))
+    data["vulnerabilities"][0]["components"]["pypi://a:1"]["fixed_versions"] = [2]
+    with pytest.raises(MalformedScanResultError, match=r"vulnerabilities\[0\]\.components\[0\]\.fixed_versions"):
+        GraphScanResult.from_json(data)
+
+
+@pytest.mark.parametrize("severity", [None, "Pending", "pending", "Unknown"])
+def test_missing_pending_or_unknown_severity_parses_as_unrated(severity):
+    data = json.loads(json.dumps(GOOD))
+    data["vulnerabilities"][0]["severity"] = severity
+    [vuln] = GraphScanResult.from_json(data).vulnerabilities
+    assert not vuln.severity.rated
+    assert GraphScanResult.from_json(data).vulnerabilities_at_least("Critical") == (vuln,)  # fail closed
 
 
 def test_from_json_good_and_threshold():
@@ -161,5 +179,6 @@ def test_from_json_good_and_threshold():
     assert result.vulnerabilities[0].cves == ("CVE-1",)
     assert result.vulnerabilities_at_least("Low") == result.vulnerabilities
     assert result.vulnerabilities_at_least(Severity.MEDIUM) == ()
+    assert result.max_severity is Severity.LOW
     with pytest.raises(MalformedScanResultError):
         GraphScanResult.from_json(["not", "an", "object"])

@@ -1,22 +1,41 @@
-"""XrayHook: graph scans of a dependency list and artifact summaries (contract X1, X2, X5, X7, X9, X10)."""
+"""XrayHook: graph scans of a dependency list and artifact summaries, sync for tasks and async for triggers.
+
+Endpoints: Xray REST "Ping" (https://jfrog.com/help/r/xray-rest-apis/ping-request), "System Version", the
+graph scan `jf audit` uses (jfrog-client-go `xray/services/scan.go`) and "Artifact Summary"
+(https://docs.jfrog.com/security/reference/artifact-summary_artifacts-v2-openapi).
+"""
 
 from __future__ import annotations
 
+import json
+import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, unquote
 
+import httpx
+from asgiref.sync import sync_to_async
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity.wait import wait_exponential_jitter
+from urllib3.exceptions import InvalidHeader
+from urllib3.util import Retry
+
+from jfrog_provider import __version__
 from jfrog_provider.exceptions import (
+    JFrogApiError,
     MalformedScanResultError,
-    XrayScanError,
     XrayScanTimeoutError,
     XraySummaryError,
 )
-from jfrog_provider.hooks.base import JFrogHook
-from jfrog_provider.xray_results import GraphScanResult, Violation
+from jfrog_provider.hooks.base import RETRYABLE_STATUSES, JFrogHook
+from jfrog_provider.xray_results import ArtifactSummary, GraphScanResult, Violation, final_graph_result
 
-# contract X9 recipe (cli-security techutils CdxPackageTypeToXrayPackageType): purl type → Xray type
+GRAPH_SCAN_PATH = "/api/v1/scan/graph"
+SUMMARY_PATH = "/api/v2/summary/artifact"  # jfrog-client-go `xray/services/summary.go` calls v2
+# purl type → Xray package type (jfrog-cli-security `utils/techutils/techutils.go`
+# `CdxPackageTypeToXrayPackageType`)
 _PURL_TO_XRAY_TYPE = {"maven": "gav", "golang": "go", "gem": "rubygems", "apk": "alpine", "cargo": "cargo"}
 
 
@@ -26,7 +45,7 @@ class XrayHook(JFrogHook):
     hook_name = "JFrog Xray"
 
     def test_connection(self) -> tuple[bool, str]:
-        """Ping Xray (requires a valid user, contract X1)."""
+        """Ping Xray (Xray's ping requires a valid user)."""
         try:
             self.ping("xray")
         except Exception as exc:  # noqa: BLE001 - the UI wants (False, reason), not a traceback
@@ -34,16 +53,17 @@ class XrayHook(JFrogHook):
         return True, "Connection to JFrog Xray works"
 
     def get_version(self) -> dict[str, Any]:
-        """Xray version (contract X2)."""
+        """Xray version: {"xray_version", "xray_revision"}."""
         return self._request("GET", "/api/v1/system/version", service="xray").json()
 
     def scan_graph(self, component_ids: Sequence[str], *, watches: Sequence[str] | None = None,
                    project: str | None = None, repo_path: str | None = None, root_id: str = "root") -> str:
-        """Start a graph scan of a flat dependency list; return its scan_id (contract X7)."""
+        """Start a graph scan of a flat dependency list under one root, as `jf audit` does; return its scan_id."""
         if isinstance(component_ids, str):
             raise ValueError("component_ids must be a sequence of component ids, not one string")
         if sum(bool(x) for x in (watches, project, repo_path)) > 1:
-            raise ValueError("give at most one context: watches, project or repo_path (contract X7)")
+            # jfrog-client-go `createScanGraphQueryParams` sends one: project, else repo_path, else watches
+            raise ValueError("give at most one context: watches, project or repo_path")
         params: list[tuple[str, str]] = []
         if project:
             params.append(("project", project))
@@ -54,38 +74,22 @@ class XrayHook(JFrogHook):
         unique = list(dict.fromkeys(component_ids))
         body = {"component_id": root_id, "nodes": [{"component_id": c} for c in unique]}
         # re-posting the same graph only starts a second identical scan: safe to retry
-        resp = self._request("POST", "/api/v1/scan/graph", service="xray", params=params, json=body,
-                             idempotent=True)
+        resp = self._request("POST", GRAPH_SCAN_PATH, service="xray", params=params, json=body, idempotent=True)
         try:
             scan_id = resp.json()["scan_id"]
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedScanResultError(resp.status_code, "graph scan answer has no scan_id",
-                                           method="POST", url_path="/api/v1/scan/graph") from exc
+                                           method="POST", url_path=GRAPH_SCAN_PATH) from exc
         if not isinstance(scan_id, str) or not scan_id:
             raise MalformedScanResultError(resp.status_code, f"invalid scan_id {scan_id!r}")
         return scan_id
 
     def get_graph_scan_result(self, scan_id: str, include_vulnerabilities: bool = True,
                               include_licenses: bool = True) -> dict[str, Any] | None:
-        """The final result as a dict, or None while Xray still answers 202 (contract X7)."""
-        url_path = f"/api/v1/scan/graph/{quote(scan_id, safe='')}"
-        params = {"include_vulnerabilities": str(include_vulnerabilities).lower(),
-                  "include_licenses": str(include_licenses).lower()}
+        """The final result as a dict, or None while Xray still answers 202 (still scanning)."""
+        url_path, params = _graph_poll(scan_id, include_vulnerabilities, include_licenses)
         resp = self._request("GET", url_path, service="xray", params=params)
-        if resp.status_code == 202:
-            return None
-        if resp.status_code != 200:
-            raise MalformedScanResultError(resp.status_code, "unexpected success status for a graph scan poll",
-                                           method="GET", url_path=url_path)
-        try:
-            body = resp.json()
-        except ValueError as exc:
-            raise MalformedScanResultError(200, "graph scan result is not JSON", method="GET",
-                                           url_path=url_path) from exc
-        if not isinstance(body, dict):
-            raise MalformedScanResultError(200, "graph scan result is not an object", method="GET",
-                                           url_path=url_path)
-        return body
+        return _graph_body(resp.status_code, resp.content, url_path)
 
     def wait_for_graph_scan(self, scan_id: str, poll_interval: float = 5.0, timeout: float = 600.0, *,
                             include_vulnerabilities: bool = True,
@@ -97,11 +101,7 @@ class XrayHook(JFrogHook):
         while True:
             body = self.get_graph_scan_result(scan_id, include_vulnerabilities, include_licenses)
             if body is not None:
-                result = GraphScanResult.from_json(body)
-                if result.status.lower() == "failed":
-                    # contract X7: a 200 with status "failed" is an Xray-side failure
-                    raise XrayScanError(200, f"Xray graph scan {scan_id} failed")
-                return result
+                return final_graph_result(body)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise XrayScanTimeoutError(None, f"graph scan {scan_id} not done after {timeout:.0f}s")
@@ -110,55 +110,110 @@ class XrayHook(JFrogHook):
 
     def get_artifact_summary(self, paths: Sequence[str] | None = None, checksums: Sequence[str] | None = None, *,
                              artifactory_id: str | None = "default") -> dict[str, Any]:
-        """Artifact summary via the v2 path (contract X5); `paths` are `<repo>/<path>`; raise on any `errors`."""
-        if isinstance(paths, str) or isinstance(checksums, str):
-            raise ValueError("paths and checksums must be sequences, not one string")
-        if not paths and not checksums:
-            raise ValueError("give paths or checksums (contract X5)")
-        body: dict[str, list[str]] = {}
-        if paths:
-            # contract X5: paths carry the Artifactory id prefix (`default` on Xray 3.x)
-            prefix = f"{artifactory_id.strip('/')}/" if artifactory_id else ""
-            body["paths"] = [prefix + p.strip("/") for p in paths]
-        if checksums:
-            body["checksums"] = [c.strip().lower() for c in checksums]
-        # a summary only reads: safe to resend (contract §1.3 "documented-idempotent")
-        url_path = "/api/v2/summary/artifact"
-        resp = self._request("POST", url_path, service="xray", json=body, idempotent=True)
-        try:
-            answer = resp.json()
-        except ValueError as exc:
-            raise MalformedScanResultError(resp.status_code, "artifact summary is not JSON", method="POST",
-                                           url_path=url_path) from exc
-        if not isinstance(answer, dict) or not isinstance(answer.get("artifacts", []), list):
-            raise MalformedScanResultError(resp.status_code, "artifact summary has no artifacts list",
-                                           method="POST", url_path=url_path)
-        errors = answer.get("errors") or []
-        if errors:
-            # contract X5: unknown ids come back in `errors` with 200; client-go raises, so do we
-            detail = "; ".join(f"{e.get('identifier')}: {e.get('error')}" if isinstance(e, dict) else str(e)
-                               for e in errors)
-            raise XraySummaryError(resp.status_code, f"Xray summary errors: {detail}", method="POST",
-                                   url_path=url_path)
-        return answer
+        """Artifact summary; `paths` are `<repo>/<path>`; raise XraySummaryError on any `errors` entry."""
+        body, summary = self._post_summary(paths, checksums, artifactory_id)
+        if summary.errors:
+            # an unknown or not yet indexed id comes back in `errors` with a 200; jfrog-client-go raises, so do we
+            raise XraySummaryError(200, _summary_errors(summary), method="POST", url_path=SUMMARY_PATH)
+        _all_indexed(summary, len(paths or checksums or ()))
+        return body
+
+    def wait_for_artifact_summary(self, paths: Sequence[str] | None = None,
+                                  checksums: Sequence[str] | None = None, *, poll_interval: float = 5.0,
+                                  timeout: float = 600.0, artifactory_id: str | None = "default") -> ArtifactSummary:
+        """Ask until Xray has indexed every artifact; raise XraySummaryError after `timeout` (fail closed).
+
+        Xray indexes a deployed file asynchronously and answers "not indexed" until it is done; a gate that
+        reads the summary before then would see no issues (jfrog-cli issue 606). Other errors raise at once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            _, summary = self._post_summary(paths, checksums, artifactory_id)
+            if _all_indexed(summary, len(paths or checksums or ())):
+                return summary
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise XraySummaryError(200, f"not indexed by Xray after {timeout:.0f}s: {_summary_errors(summary)}",
+                                       method="POST", url_path=SUMMARY_PATH)
+            self._sleep(min(poll_interval, remaining))
+
+    def _post_summary(self, paths: Sequence[str] | None, checksums: Sequence[str] | None,
+                      artifactory_id: str | None) -> tuple[dict[str, Any], ArtifactSummary]:
+        # a summary only reads: safe to resend
+        resp = self._request("POST", SUMMARY_PATH, service="xray", idempotent=True,
+                             json=summary_request(paths, checksums, artifactory_id))
+        return _summary_body(resp.content)
 
     def get_violations(self, component_ids: Sequence[str], *, watches: Sequence[str] | None = None,
                        project: str | None = None, repo_path: str | None = None, poll_interval: float = 5.0,
                        timeout: float = 600.0) -> tuple[Violation, ...]:
-        """Policy violations of a dependency list under exactly one context (graph scan, contract X7/X12)."""
-        # The contract documents no standalone violations endpoint; X7 returns violations only when a context
-        # (project, repo_path or watch) is given, and X12 bases "fail the build" on them, so a violation query
-        # is a context-scoped graph scan.
+        """Policy violations of a dependency list under exactly one context (a context-scoped graph scan)."""
+        # a graph scan reports violations only when a context (project, repo_path or watch) is given
+        # (jfrog-cli-security `commands/audit/audit.go`), and `jf audit --fail` bases its verdict on them
         if sum(bool(x) for x in (watches, project, repo_path)) != 1:
-            raise ValueError("get_violations needs exactly one context: watches, project or repo_path (X7)")
+            raise ValueError("get_violations needs exactly one context: watches, project or repo_path")
         scan_id = self.scan_graph(component_ids, watches=watches, project=project, repo_path=repo_path)
         result = self.wait_for_graph_scan(scan_id, poll_interval=poll_interval, timeout=timeout,
                                           include_vulnerabilities=False, include_licenses=False)
         return result.violations
 
+    # -- async, for triggers --------------------------------------------------------------------------
+    @asynccontextmanager
+    async def async_client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """An httpx.AsyncClient for Xray with the connection's auth; the token stays in this process."""
+        # the connection is read by the same `config` the sync calls use; the lookup is synchronous, so it
+        # runs in a thread (asgiref sync_to_async) rather than blocking the triggerer's event loop
+        cfg = await sync_to_async(lambda: self.config)()
+        headers = {"User-Agent": f"airflow-jfrog-provider/{__version__}"}
+        auth = httpx.BasicAuth(cfg.login, cfg.token) if cfg.login else None
+        if not cfg.login:
+            headers["Authorization"] = f"Bearer {cfg.token}"
+        verify = ssl.create_default_context(cafile=cfg.verify) if isinstance(cfg.verify, str) else cfg.verify
+        timeout = httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 10.0))
+        async with httpx.AsyncClient(base_url=cfg.xray_url, headers=headers, auth=auth, verify=verify,
+                                     timeout=timeout) as client:
+            yield client
+
+    async def _arequest(self, client: httpx.AsyncClient, method: str, url_path: str, **kwargs: Any) -> httpx.Response:
+        """One idempotent call with the connection's retry budget (429/5xx, Retry-After); JFrogApiError otherwise."""
+        cfg = self.config  # already resolved by async_client()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_attempt(cfg.max_retries + 1) | stop_before_delay(cfg.max_total_wait),
+            wait=_RetryAfter(wait_exponential_jitter(multiplier=cfg.backoff_base, max=cfg.backoff_max,
+                                                    jitter=cfg.backoff_base)),
+            reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    resp = await client.request(method, url_path, **kwargs)
+                    if resp.status_code in RETRYABLE_STATUSES:
+                        raise _Retryable(resp)
+        except _Retryable as exc:
+            resp = exc.response
+        except httpx.TransportError as exc:
+            raise JFrogApiError(None, self._scrub(f"{type(exc).__name__}: {exc}"), method=method,
+                                url_path=url_path) from exc
+        if not resp.is_success:
+            raise JFrogApiError(resp.status_code, self._scrub(_async_error_message(resp)), method=method,
+                                url_path=url_path)
+        return resp
+
+    async def aget_graph_scan_result(self, client: httpx.AsyncClient, scan_id: str) -> dict[str, Any] | None:
+        """Async get_graph_scan_result: the final body, or None while Xray still answers 202."""
+        url_path, params = _graph_poll(scan_id, True, True)
+        resp = await self._arequest(client, "GET", url_path, params=params)
+        return _graph_body(resp.status_code, resp.content, url_path)
+
+    async def aget_indexed_summary(self, client: httpx.AsyncClient, paths: Sequence[str]) -> dict[str, Any] | None:
+        """The artifact summary once Xray has indexed every path; None while some are not indexed yet."""
+        resp = await self._arequest(client, "POST", SUMMARY_PATH, json=summary_request(paths, None, "default"))
+        body, summary = _summary_body(resp.content)
+        return body if _all_indexed(summary, len(paths)) else None
+
     @staticmethod
     def purls_to_component_ids(purls: Iterable[str]) -> list[str]:
-        """Map package URLs to Xray component ids per contract X9 (`pkg:pypi/Name@1.0` → `pypi://name:1.0`)."""
+        """Map package URLs to Xray component ids (`pkg:pypi/Name@1.0` → `pypi://name:1.0`), as `jf audit` does."""
         out: list[str] = []
         for purl in purls:
             cid = _purl_to_component_id(purl)
@@ -182,10 +237,114 @@ def _purl_to_component_id(purl: str) -> str:
     namespace = "/".join(segments[:-1])
     xray_type = _PURL_TO_XRAY_TYPE.get(ptype, ptype)
     if ptype == "pypi":
-        name = name.lower()  # contract X7/X9: Python nodes are pypi://<lower-cased name>:<version>
+        # jfrog-cli-security `technologies/python/python.go`: pypi://<lower-cased name>:<version>
+        name = name.lower()
     if xray_type == "gav":
-        # contract X10: gav://group:artifact:version (':' separates the namespace)
+        # Xray component identifiers: gav://group:artifact:version (':' separates the namespace)
         ident = f"{namespace}:{name}" if namespace else name
     else:
         ident = f"{namespace}/{name}" if namespace else name
     return f"{xray_type}://{ident}:{version}" if version else f"{xray_type}://{ident}"
+
+
+# -- shared by the sync and the async calls ----------------------------------------------------------------
+def _graph_poll(scan_id: str, include_vulnerabilities: bool, include_licenses: bool) -> tuple[str, dict[str, str]]:
+    return (f"{GRAPH_SCAN_PATH}/{quote(scan_id, safe='')}",
+            {"include_vulnerabilities": str(include_vulnerabilities).lower(),
+             "include_licenses": str(include_licenses).lower()})
+
+
+def _graph_body(status: int, content: bytes, url_path: str) -> dict[str, Any] | None:
+    # 202 = still scanning, 200 = final; any other success status is not a result (jfrog-client-go
+    # `xray/services/utils/pollingaction.go`)
+    if status == 202:
+        return None
+    if status != 200:
+        raise MalformedScanResultError(status, "unexpected success status for a graph scan poll", method="GET",
+                                       url_path=url_path)
+    body = _json(content, "graph scan result", url_path)
+    if not isinstance(body, dict):
+        raise MalformedScanResultError(200, "graph scan result is not an object", method="GET", url_path=url_path)
+    return body
+
+
+def summary_request(paths: Sequence[str] | None, checksums: Sequence[str] | None,
+                    artifactory_id: str | None) -> dict[str, list[str]]:
+    """The summary body: paths prefixed with the Artifactory id (`default` on Xray 3.x), or checksums."""
+    if isinstance(paths, str) or isinstance(checksums, str):
+        raise ValueError("paths and checksums must be sequences, not one string")
+    if not paths and not checksums:
+        raise ValueError("give paths or checksums")
+    body: dict[str, list[str]] = {}
+    if paths:
+        prefix = f"{artifactory_id.strip('/')}/" if artifactory_id else ""
+        body["paths"] = [prefix + p.strip("/") for p in paths]
+    if checksums:
+        body["checksums"] = [c.strip().lower() for c in checksums]
+    return body
+
+
+def _summary_body(content: bytes) -> tuple[dict[str, Any], ArtifactSummary]:
+    body = _json(content, "artifact summary", SUMMARY_PATH)
+    return body, ArtifactSummary.from_json(body)
+
+
+def _all_indexed(summary: ArtifactSummary, requested: int) -> bool:
+    """True when every requested artifact is summarised, False while some are not indexed yet; else raise."""
+    if summary.errors and len(summary.pending) < len(summary.errors):
+        raise XraySummaryError(200, _summary_errors(summary), method="POST", url_path=SUMMARY_PATH)
+    if summary.errors:
+        return False
+    if len(summary.artifacts) < requested:  # an answer that forgets a file must not read as "no issues"
+        raise MalformedScanResultError(200, f"artifact summary lists {len(summary.artifacts)} artifacts for "
+                                            f"{requested} requested", method="POST", url_path=SUMMARY_PATH)
+    return True
+
+
+def _summary_errors(summary: ArtifactSummary) -> str:
+    return "Xray summary errors: " + "; ".join(f"{e.identifier}: {e.error}" for e in summary.errors)
+
+
+def _json(content: bytes, what: str, url_path: str) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise MalformedScanResultError(200, f"{what} is not JSON", url_path=url_path) from exc
+
+
+class _Retryable(Exception):  # noqa: N818 - a control-flow signal for tenacity, not an error to report
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, _Retryable | httpx.TransportError)
+
+
+class _RetryAfter:
+    """tenacity wait: the server's Retry-After when it sent one, else the fallback backoff."""
+
+    def __init__(self, fallback: wait_exponential_jitter) -> None:
+        self.fallback = fallback
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        header = exc.response.headers.get("Retry-After") if isinstance(exc, _Retryable) else None
+        if header:
+            try:
+                return Retry().parse_retry_after(header)  # delta-seconds or an HTTP-date
+            except InvalidHeader:
+                pass
+        return self.fallback(state)
+
+
+def _async_error_message(resp: httpx.Response) -> str:
+    # Xray's own message: errors come as {"error": "..."} (jfrog-client-go `xray/services/scan.go` ScanErrorJson)
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]:
+        return body["error"]
+    return resp.text.strip()[:1000] or resp.reason_phrase or "no response body"

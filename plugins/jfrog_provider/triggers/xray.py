@@ -1,48 +1,77 @@
-"""XrayScanTrigger: wait in the triggerer for a graph scan to finish (contract X7)."""
+"""XrayScanTrigger: wait in the triggerer for a graph scan to finish, and for Xray to index published files."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from jfrog_provider.triggers._polling import deadline_from, poll
+from jfrog_provider.triggers._polling import deadline_from
+
+if TYPE_CHECKING:
+    from jfrog_provider.hooks.xray import XrayHook
 
 
 class XrayScanTrigger(BaseTrigger):
-    """Poll `GET /xray/api/v1/scan/graph/{scan_id}` until it answers 200, then fire one event.
+    """Poll `GET /xray/api/v1/scan/graph/{scan_id}` until 200, then the artifact summary until indexed; one event.
 
-    Events: {"status": "success", "scan_id", "result": <the X7 body>}, {"status": "timeout", ...} or
-    {"status": "error", "scan_id", "message"}. The result is judged by the task, not here.
+    The polls are async (httpx) on the triggerer's event loop. Only the connection id is serialised: the
+    token is read from the connection in the triggerer. Events: {"status": "success", "scan_id", "result":
+    <graph scan body>, "summary": <summary body, only with artifact_paths>}, {"status": "timeout", ...} or
+    {"status": "error", "scan_id", "message"}. The task judges the result, not the trigger.
     """
 
     def __init__(self, scan_id: str, jfrog_conn_id: str = "jfrog_default", poll_interval: float = 5.0,
-                 timeout: float = 600.0, deadline: float | None = None) -> None:
+                 timeout: float = 600.0, deadline: float | None = None,
+                 artifact_paths: Sequence[str] = ()) -> None:
         super().__init__()
         self.scan_id = scan_id
         self.jfrog_conn_id = jfrog_conn_id
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)
         self.deadline = deadline_from(timeout, deadline)
+        self.artifact_paths = list(artifact_paths)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("jfrog_provider.triggers.xray.XrayScanTrigger", {
             "scan_id": self.scan_id, "jfrog_conn_id": self.jfrog_conn_id, "poll_interval": self.poll_interval,
-            "timeout": self.timeout, "deadline": self.deadline})
+            "timeout": self.timeout, "deadline": self.deadline, "artifact_paths": self.artifact_paths})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from jfrog_provider.hooks.xray import XrayHook
 
         hook = XrayHook(self.jfrog_conn_id)
+        try:
+            payload = await self._wait(hook)
+        except Exception as exc:  # noqa: BLE001 - a trigger reports errors as an event (fail closed in the task)
+            payload = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}
+        yield TriggerEvent({**payload, "scan_id": self.scan_id})
 
-        def probe() -> dict[str, Any] | None:
-            body = hook.get_graph_scan_result(self.scan_id)
-            return None if body is None else {"status": "success", "scan_id": self.scan_id, "result": body}
+    async def _wait(self, hook: XrayHook) -> dict[str, Any]:
+        async with hook.async_client() as client:
+            result = await self._poll(lambda: hook.aget_graph_scan_result(client, self.scan_id))
+            if result is None:
+                return self._timeout(f"Xray graph scan {self.scan_id} not done")
+            if not self.artifact_paths:
+                return {"status": "success", "result": result}
+            summary = await self._poll(lambda: hook.aget_indexed_summary(client, self.artifact_paths))
+            if summary is None:
+                return self._timeout(f"Xray has not indexed {', '.join(self.artifact_paths)}")
+            return {"status": "success", "result": result, "summary": summary}
 
-        payload = await poll(
-            probe, poll_interval=self.poll_interval, deadline=self.deadline, close=hook.close,
-            timeout_payload=lambda: {"status": "timeout", "scan_id": self.scan_id,
-                                     "message": f"Xray graph scan {self.scan_id} not done after {self.timeout:.0f}s"})
-        payload.setdefault("scan_id", self.scan_id)
-        yield TriggerEvent(payload)
+    async def _poll(self, probe: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
+        """The probe's first answer, or None once the deadline has passed."""
+        while True:
+            answer = await probe()
+            if answer is not None:
+                return answer
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(self.poll_interval, remaining))
+
+    def _timeout(self, what: str) -> dict[str, Any]:
+        return {"status": "timeout", "message": f"{what} after {self.timeout:.0f}s"}
