@@ -1,4 +1,7 @@
-"""The daily re-scan DAG with dag.test(): a real MLflow champion, its SBOM in the local JFrog server, planted CVEs."""
+"""The daily re-scan DAG with dag.test(): a real MLflow champion, its SBOM in the local JFrog server, planted CVEs.
+
+The Xray gate defers; dag.test() runs its trigger in line, as the triggerer would.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ def champion(mlops_home, jfrog_conn, tmp_path):
 
     from include.mlops import registry
     from include.mnist.model import build_model
+    from include.mnist.spec import MNIST
     from include.mnist.train import save_state_dict
     from include.settings import PipelineSettings
 
@@ -48,7 +52,8 @@ def champion(mlops_home, jfrog_conn, tmp_path):
     registered = registry.register_training_run(
         tracking_uri=settings.mlflow_tracking_uri, experiment_name=settings.experiment_name,
         artifact_root=settings.mlflow_artifact_root, model_name=settings.model_name, run_key="test/run-1",
-        model_path=model_file, params={"epochs": 1}, epoch_metrics=[{"epoch": 1, "loss": 0.5}],
+        model_path=model_file, load_model=MNIST.load, input_example=MNIST.example_input(),
+        params={"epochs": 1}, epoch_metrics=[{"epoch": 1, "loss": 0.5}],
         eval_metrics={"accuracy": 0.99}, datasets=[registry.DatasetRef("mnist-train", "file:///d", "ab" * 32)],
         tags={}, pip_requirements=registry.pinned_requirements("torch"),
     )
@@ -118,6 +123,26 @@ def test_rescan_records_alerts_and_demotes_only_when_asked(airflow_db, champion,
     assert "mlflow.alias" not in release and release["release.status"] == ["demoted"]
 
 
+@pytest.mark.e2e
+def test_rescan_judges_the_model_file_once_xray_has_indexed_it(airflow_db, champion, jfrog_server):
+    """A finding Xray reports on model.pt itself, with a severity not rated yet, blocks like any other."""
+    from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+    settings, version = champion
+    model_path = f"{settings.model_name}/{version}/model.pt"
+    sha256 = ArtifactoryHook().get_file_info(settings.artifactory_repo, model_path)["checksums"]["sha256"]
+    jfrog_server.summary_polls_before_indexed = 2  # Xray is still indexing when the gate first asks
+    jfrog_server.plant_vulnerabilities([{"sha256": sha256, "issue_id": "XRAY-990002", "severity": "Pending",
+                                         "summary": "new pickle gadget", "cves": [{"cve": "CVE-2099-4343"}]}])
+    run = _dag().test()
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["rescan_sbom"] == "failed" and states["record_finding"] == "success"
+    props = ArtifactoryHook().get_item_properties(settings.artifactory_repo, model_path)
+    assert props["security.blocking"] == ["CVE-2099-4343"]
+    assert len(jfrog_server.requests_matching("POST", r"/summary/artifact$")) == 3
+
+
 def test_allowlisted_cve_passes_the_rescan_policy():
     """The shipped policy file parses with the gate's own allowlist parser."""
     from jfrog_provider.policy import check_severity, parse_allowlist
@@ -130,13 +155,34 @@ def test_allowlisted_cve_passes_the_rescan_policy():
     assert entries and all(e.reason for e in entries)
 
 
-def test_policy_file_errors_name_the_field(tmp_path):
+GOOD_POLICY = {"schema": "mnist-mlops/xray-policy/1", "severity_threshold": "High",
+               "fail_on_fail_build_violations": True, "allowlist": []}
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"severity_threshold": "Severe"}, r"severity_threshold must be one of"),
+    ({"severity_threshold": "Pending"}, r"severity_threshold must be one of"),
+    ({"fail_on_fail_build_violations": "yes"}, r"fail_on_fail_build_violations must be true or false"),
+    ({"allowlist": [{"cve": "CVE-2024-1"}]}, r"allowlist\[0\] must have exactly the keys"),
+    ({"schema": "other/1"}, r"schema must be"),
+    ({"fail_on_fail_builds": True}, r"unknown \['fail_on_fail_builds'\]"),
+])
+def test_policy_file_errors_name_the_file_and_field(tmp_path, change, match):
     from include.security import load_xray_policy
 
     bad = tmp_path / "policy.json"
-    bad.write_text(json.dumps({"severity_threshold": "Severe", "allowlist": []}))
-    with pytest.raises(ValueError, match="severity_threshold"):
+    bad.write_text(json.dumps({**GOOD_POLICY, **change}))
+    with pytest.raises(ValueError, match=match) as err:
         load_xray_policy(bad)
-    bad.write_text(json.dumps({"severity_threshold": "High", "allowlist": [{"cve": "CVE-2024-1"}]}))
-    with pytest.raises(ValueError, match=r"allowlist\[0\]"):
-        load_xray_policy(bad)
+    assert str(bad) in str(err.value)
+    bad.write_text(json.dumps(GOOD_POLICY))
+    assert load_xray_policy(bad) == GOOD_POLICY
+
+
+def test_the_rescan_gate_takes_every_setting_from_the_policy_file():
+    from include.security import load_xray_policy
+
+    policy, gate = load_xray_policy(), _dag().get_task("rescan_sbom")
+    assert gate.deferrable is True and gate.allowlist == policy["allowlist"]
+    assert gate.fail_on_fail_build_violations is policy["fail_on_fail_build_violations"]
+    assert _dag().params["severity_threshold"] == policy["severity_threshold"]
