@@ -8,28 +8,17 @@ graph scan `jf audit` uses (jfrog-client-go `xray/services/scan.go`) and "Artifa
 from __future__ import annotations
 
 import json
-import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
-import httpx
-from asgiref.sync import sync_to_async
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
-from tenacity.wait import wait_exponential_jitter
-from urllib3.exceptions import InvalidHeader
-from urllib3.util import Retry
-
-from jfrog_provider import __version__
 from jfrog_provider.exceptions import (
-    JFrogApiError,
     MalformedScanResultError,
     XrayScanTimeoutError,
     XraySummaryError,
 )
-from jfrog_provider.hooks.base import RETRYABLE_STATUSES, JFrogHook
+from jfrog_provider.hooks.base import JFrogHook
 from jfrog_provider.xray_results import ArtifactSummary, GraphScanResult, Violation, final_graph_result
 
 GRAPH_SCAN_PATH = "/api/v1/scan/graph"
@@ -157,57 +146,17 @@ class XrayHook(JFrogHook):
                                           include_vulnerabilities=False, include_licenses=False)
         return result.violations
 
-    # -- async, for triggers --------------------------------------------------------------------------
-    @asynccontextmanager
-    async def async_client(self) -> AsyncIterator[httpx.AsyncClient]:
-        """An httpx.AsyncClient for Xray with the connection's auth; the token stays in this process."""
-        # the connection is read by the same `config` the sync calls use; the lookup is synchronous, so it
-        # runs in a thread (asgiref sync_to_async) rather than blocking the triggerer's event loop
-        cfg = await sync_to_async(lambda: self.config)()
-        headers = {"User-Agent": f"airflow-jfrog-provider/{__version__}"}
-        auth = httpx.BasicAuth(cfg.login, cfg.token) if cfg.login else None
-        if not cfg.login:
-            headers["Authorization"] = f"Bearer {cfg.token}"
-        verify = ssl.create_default_context(cafile=cfg.verify) if isinstance(cfg.verify, str) else cfg.verify
-        timeout = httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 10.0))
-        async with httpx.AsyncClient(base_url=cfg.xray_url, headers=headers, auth=auth, verify=verify,
-                                     timeout=timeout) as client:
-            yield client
-
-    async def _arequest(self, client: httpx.AsyncClient, method: str, url_path: str, **kwargs: Any) -> httpx.Response:
-        """One idempotent call with the connection's retry budget (429/5xx, Retry-After); JFrogApiError otherwise."""
-        cfg = self.config  # already resolved by async_client()
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            stop=stop_after_attempt(cfg.max_retries + 1) | stop_before_delay(cfg.max_total_wait),
-            wait=_RetryAfter(wait_exponential_jitter(multiplier=cfg.backoff_base, max=cfg.backoff_max,
-                                                    jitter=cfg.backoff_base)),
-            reraise=True)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    resp = await client.request(method, url_path, **kwargs)
-                    if resp.status_code in RETRYABLE_STATUSES:
-                        raise _Retryable(resp)
-        except _Retryable as exc:
-            resp = exc.response
-        except httpx.TransportError as exc:
-            raise JFrogApiError(None, self._scrub(f"{type(exc).__name__}: {exc}"), method=method,
-                                url_path=url_path) from exc
-        if not resp.is_success:
-            raise JFrogApiError(resp.status_code, self._scrub(_async_error_message(resp)), method=method,
-                                url_path=url_path)
-        return resp
-
-    async def aget_graph_scan_result(self, client: httpx.AsyncClient, scan_id: str) -> dict[str, Any] | None:
+    # -- async, for triggers (the base hook's httpx client and retry policy) --------------------------
+    async def aget_graph_scan_result(self, scan_id: str) -> dict[str, Any] | None:
         """Async get_graph_scan_result: the final body, or None while Xray still answers 202."""
         url_path, params = _graph_poll(scan_id, True, True)
-        resp = await self._arequest(client, "GET", url_path, params=params)
+        resp = await self._arequest("GET", url_path, service="xray", params=params)
         return _graph_body(resp.status_code, resp.content, url_path)
 
-    async def aget_indexed_summary(self, client: httpx.AsyncClient, paths: Sequence[str]) -> dict[str, Any] | None:
+    async def aget_indexed_summary(self, paths: Sequence[str]) -> dict[str, Any] | None:
         """The artifact summary once Xray has indexed every path; None while some are not indexed yet."""
-        resp = await self._arequest(client, "POST", SUMMARY_PATH, json=summary_request(paths, None, "default"))
+        resp = await self._arequest("POST", SUMMARY_PATH, service="xray", idempotent=True,
+                                    json=summary_request(paths, None, "default"))
         body, summary = _summary_body(resp.content)
         return body if _all_indexed(summary, len(paths)) else None
 
@@ -310,41 +259,3 @@ def _json(content: bytes, what: str, url_path: str) -> Any:
         return json.loads(content)
     except ValueError as exc:
         raise MalformedScanResultError(200, f"{what} is not JSON", url_path=url_path) from exc
-
-
-class _Retryable(Exception):  # noqa: N818 - a control-flow signal for tenacity, not an error to report
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, _Retryable | httpx.TransportError)
-
-
-class _RetryAfter:
-    """tenacity wait: the server's Retry-After when it sent one, else the fallback backoff."""
-
-    def __init__(self, fallback: wait_exponential_jitter) -> None:
-        self.fallback = fallback
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        header = exc.response.headers.get("Retry-After") if isinstance(exc, _Retryable) else None
-        if header:
-            try:
-                return Retry().parse_retry_after(header)  # delta-seconds or an HTTP-date
-            except InvalidHeader:
-                pass
-        return self.fallback(state)
-
-
-def _async_error_message(resp: httpx.Response) -> str:
-    # Xray's own message: errors come as {"error": "..."} (jfrog-client-go `xray/services/scan.go` ScanErrorJson)
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]:
-        return body["error"]
-    return resp.text.strip()[:1000] or resp.reason_phrase or "no response body"

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 class XrayScanTrigger(BaseTrigger):
     """Poll `GET /xray/api/v1/scan/graph/{scan_id}` until 200, then the artifact summary until indexed; one event.
 
-    The polls are async (httpx) on the triggerer's event loop. Only the connection id is serialised: the
-    token is read from the connection in the triggerer. Events: {"status": "success", "scan_id", "result":
+    The polls are async (the hook's httpx client) on the triggerer's event loop. Only the connection id is
+    serialised: the token is read from the connection in the triggerer. Events: {"status": "success", "scan_id", "result":
     <graph scan body>, "summary": <summary body, only with artifact_paths>}, {"status": "timeout", ...} or
     {"status": "error", "scan_id", "message"}. The task judges the result, not the trigger.
     """
@@ -51,16 +51,18 @@ class XrayScanTrigger(BaseTrigger):
         yield TriggerEvent({**payload, "scan_id": self.scan_id})
 
     async def _wait(self, hook: XrayHook) -> dict[str, Any]:
-        async with hook.async_client() as client:
-            result = await self._poll(lambda: hook.aget_graph_scan_result(client, self.scan_id))
+        try:
+            result = await self._poll(lambda: hook.aget_graph_scan_result(self.scan_id))
             if result is None:
                 return self._timeout(f"Xray graph scan {self.scan_id} not done")
             if not self.artifact_paths:
                 return {"status": "success", "result": result}
-            summary = await self._poll(lambda: hook.aget_indexed_summary(client, self.artifact_paths))
+            summary = await self._poll(lambda: hook.aget_indexed_summary(self.artifact_paths))
             if summary is None:
                 return self._timeout(f"Xray has not indexed {', '.join(self.artifact_paths)}")
             return {"status": "success", "result": result, "summary": summary}
+        finally:
+            await hook.aclose()
 
     async def _poll(self, probe: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
         """The probe's first answer, or None once the deadline has passed."""
