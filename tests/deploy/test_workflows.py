@@ -199,10 +199,10 @@ def test_rule_check_catches(mutant: str) -> None:
 
 def test_zizmor_catches_an_injection_and_an_unpinned_action(tmp_path: Path) -> None:
     text = RELEASE.read_text()
-    old = '--model-version "$MODEL_VERSION"'
+    old = '--run-id "$GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT"'
     assert old in text
     bad = tmp_path / "release.yml"
-    bad.write_text(text.replace(old, '--model-version "${{ inputs.model_version }}"')
+    bad.write_text(text.replace(old, '--run-id "${{ github.head_ref }}"')
                    .replace("actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97 # v7.0.0",
                             "actions/setup-python@v7"))
     proc = run_zizmor(bad)
@@ -217,3 +217,20 @@ def test_actionlint_catches_a_broken_workflow(actionlint: Path, tmp_path: Path) 
                    .replace("${{ github.ref }}", "${{ github.refs }}"))
     kinds = {(f["kind"], f["line"]) for f in run_actionlint(actionlint, bad)}
     assert len(kinds) >= 2, kinds
+
+
+def test_release_passes_arguments_the_script_accepts() -> None:
+    """The workflow's `python deploy/jfrog_release.py ...` line parses with the script's own parser."""
+    import importlib.util
+    import shlex
+
+    publish = next(s for _, s in steps(load(RELEASE)) if "deploy/jfrog_release.py" in s.get("run", ""))
+    command = publish["run"].split("python deploy/jfrog_release.py", 1)[1].replace("\\\n", " ")
+    argv = [re.sub(r"\$\{?(\w+)\}?", r"<\1>", arg) for arg in shlex.split(command)]
+    spec = importlib.util.spec_from_file_location("jfrog_release", REPO_ROOT / "deploy" / "jfrog_release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(argv)
+    assert args.model == Path("<RUNNER_TEMP>/model/model.pt") and args.build_number == "<GITHUB_RUN_NUMBER>"
+    train = next(s for _, s in steps(load(RELEASE)) if "include.mnist.container" in s.get("run", ""))
+    assert '--output "$RUNNER_TEMP/model/model.pt"' in train["run"]
