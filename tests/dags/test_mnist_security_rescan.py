@@ -186,3 +186,19 @@ def test_the_rescan_gate_takes_every_setting_from_the_policy_file():
     assert gate.deferrable is True and gate.allowlist == policy["allowlist"]
     assert gate.fail_on_fail_build_violations is policy["fail_on_fail_build_violations"]
     assert _dag().params["severity_threshold"] == policy["severity_threshold"]
+
+
+def test_rescan_record_marks_only_unrecorded_findings_new():
+    from include.security.findings import rescan_record
+
+    verdict = {"scan_id": "s-1", "severity_threshold": "High", "blocking": [
+        {"cves": ["CVE-2099-2", "CVE-2099-1"], "issue_id": "XRAY-1"}, {"cves": [], "issue_id": "XRAY-9"}]}
+    record = rescan_record(verdict, ["CVE-2099-1", "CVE-2000-7"], model_name="m", version="3",
+                           sbom_path="repo/m/3/sbom.cdx.json", day="2026-05-01")
+    assert record["finding"]["blocking"] == ["CVE-2099-1", "CVE-2099-2", "XRAY-9"]
+    assert record["finding"]["new"] == ["CVE-2099-2", "XRAY-9"] and record["finding"]["status"] == "blocked"
+    assert record["properties"]["security.blocking"] == ["CVE-2000-7", "CVE-2099-1", "CVE-2099-2", "XRAY-9"]
+    assert record["tags"]["security.blocking"] == "CVE-2000-7,CVE-2099-1,CVE-2099-2,XRAY-9"
+    clean = rescan_record({**verdict, "blocking": []}, ["CVE-2000-7"], model_name="m", version="3",
+                          sbom_path="p", day="2026-05-01")
+    assert clean["finding"]["status"] == "clean" and "security.blocking" not in clean["properties"]
