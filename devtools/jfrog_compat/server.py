@@ -1,7 +1,10 @@
 """Local JFrog-compatible (Artifactory + Xray) HTTP server for tests and demos; NOT JFrog.
 
-Follows /work/shared/docs/jfrog-rest-contract.md (section numbers cited inline). Stdlib only, state
-kept in a directory (content-addressed blobs + sqlite) so a restart over the same dir keeps artifacts.
+Follows the JFrog REST APIs (https://jfrog.com/help/r/jfrog-rest-apis) and the Xray REST APIs as summarised in
+the project's docs/jfrog-rest-contract.md, including where real JFrog is less kind than a simple stand-in:
+redirected downloads without checksum headers ("Direct Cloud Storage Download"), an OSS edition that refuses
+AQL sort, escaped multi-value properties, lower-case copy/move message levels. Stdlib only, state kept in a
+directory (content-addressed blobs + sqlite) so a restart over the same dir keeps artifacts.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
 DEFAULT_TOKEN = "local-test-token"
 DEFAULT_REPOS = ("ml-models-local", "ml-models-release")
@@ -62,7 +65,7 @@ CREATE TABLE IF NOT EXISTS builds (
 
 
 class ApiError(Exception):
-    """An error answered in the service's own error body (contract §1.2)."""
+    """An error answered in the service's own error body (JFrog REST "Error Responses")."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -84,12 +87,12 @@ def _mime(name: str) -> str:
 
 
 def checksum_kind(value: str) -> str | None:
-    """Resolve the generic X-Checksum header type by hex length (contract A3)."""
+    """Resolve the generic X-Checksum header type by hex length (JFrog REST "Deploy Artifact by Checksum")."""
     return {32: "md5", 40: "sha1", 64: "sha256"}.get(len(value.strip()))
 
 
 # ---------------------------------------------------------------------------------------------------
-# Property escaping (contract A9)
+# Property escaping (JFrog REST "Set Item Properties"; jfrog-client-go `artifactory/services/utils/properties.go`)
 
 
 def _split_unescaped(text: str, seps: str) -> list[str]:
@@ -115,24 +118,87 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
-def parse_properties_param(raw: str) -> dict[str, list[str]]:
-    """Parse an already percent-decoded `k1=v1,v2;k2=v3` value (split on unescaped ; | = ,)."""
+def _ant_regex(pattern: str) -> re.Pattern[str]:
+    """An Ant-style path pattern (`**/*.tmp`, `mnist/*/SHA256SUMS`) as a regex on the repository path."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _pattern_allows(repo_config: dict[str, Any], path: str) -> bool:
+    """The repository's `includesPattern` (default `**/*`) matches the path and its `excludesPattern` does not.
+
+    JFrog "Repository Configuration JSON": comma-separated Ant-style patterns.
+    """
+    def matches(patterns: str) -> bool:
+        return any(_ant_regex(p.strip()).match(path) for p in patterns.split(",") if p.strip())
+
+    return matches(repo_config.get("includesPattern") or "**/*") and not matches(
+        repo_config.get("excludesPattern") or "")
+
+
+def _property_values(decoded: str) -> list[str]:
+    """`v1,v2\\,still-v2` → values: split on unescaped commas, then drop the escaping backslashes."""
+    return [_unescape(v) for v in _split_unescaped(decoded, ",")]
+
+
+def parse_properties_param(raw_query_value: str) -> dict[str, list[str]]:
+    """Parse Set Item Properties' `?properties=` value as Artifactory reads it (raw, not yet percent-decoded).
+
+    A raw `;` separates properties before anything is decoded, which is why jfrog-client-go can send a
+    semicolon inside a value as `%3B`; JFrog's "Set Item Properties" page names an escaped semicolon (`%5C;`)
+    a separator too, so a backslash cannot protect a raw `;`. Each part is then decoded and split on an
+    unescaped `|` (the doc's alternative separator, sent as `%7C`), then `=`, then unescaped commas.
+    """
     out: dict[str, list[str]] = {}
-    for part in _split_unescaped(raw, ";|"):
-        if not part:
-            continue
-        kv = _split_unescaped(part, "=")
-        key = _unescape(kv[0]).strip()
-        if not key:
-            raise ApiError(400, f"Invalid property: {part!r}")
-        value = "=".join(kv[1:]) if len(kv) > 1 else ""
-        # an escaped '=' inside the value was kept as '\=' by the split; join restores unescaped ones
-        out.setdefault(key, []).extend(_unescape(v) for v in _split_unescaped(value, ","))
+    for raw_part in raw_query_value.split(";"):
+        for part in _split_unescaped(unquote_plus(raw_part), "|"):
+            if not part:
+                continue
+            kv = _split_unescaped(part, "=")
+            key = _unescape(kv[0]).strip()
+            if not key or len(kv) < 2:
+                raise ApiError(400, f"Invalid property: {part!r} (expected key=value)")
+            out.setdefault(key, []).extend(_property_values("=".join(kv[1:])))
     return out
 
 
+def parse_matrix_params(matrix: Sequence[str]) -> dict[str, list[str]]:
+    """Deploy matrix params `;k=v1,v2;k=v3`: a repeated key and an unescaped comma both add values.
+
+    Artifactory splits the path on raw `;`, decodes each `key=value`, then splits the value on unescaped commas
+    (JFrog "Using Properties in Deployment and Resolution"; JFrog's clients backslash-escape `, ; | = \\` in
+    values, jfrog-client-go `properties.go`), so `a%2Cb` is two values and `a%5C%2Cb` one.
+    """
+    props: dict[str, list[str]] = {}
+    for param in matrix:
+        if not param:
+            continue
+        k, _, v = param.partition("=")
+        key = unquote(k)
+        if not key:
+            raise ApiError(400, f"Property key '{unquote(param)}' is invalid")
+        props.setdefault(key, []).extend(_property_values(unquote(v)))
+    return props
+
+
 # ---------------------------------------------------------------------------------------------------
-# AQL (contract A10): items.find(<json>).include(...).sort({...}).offset(n).limit(n)
+# AQL (JFrog "Artifactory Query Language"): items.find(<json>).include(...).sort({...}).offset(n).limit(n)
 
 
 def _scan_balanced(text: str, start: int) -> int:
@@ -471,7 +537,7 @@ class Store:
                 self.db.execute("UPDATE scans SET polls_left=polls_left-1 WHERE id=?", (scan_id,))
             return row["polls_left"], json.loads(row["data"])
 
-    # builds (A13)
+    # builds ("Build Upload")
     def put_build(self, project: str, info: dict[str, Any]) -> None:
         with self.lock:
             self.db.execute("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?)",
@@ -595,7 +661,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
 
     def _reset(self) -> None:
-        # contract fault "reset": close without answering; SO_LINGER 0 makes it an RST
+        # fault "reset": close without answering; SO_LINGER 0 makes it an RST
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -674,7 +740,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers.setdefault("WWW-Authenticate", 'Basic realm="Artifactory Realm"')
         self._json(exc.status, body, headers=headers)
 
-    # -- auth (contract §1.1) -----------------------------------------------------------------------
+    # -- auth (JFrog "Authorization Headers": Bearer token, or Basic with the token as password) -------
     def _user(self) -> str | None:
         token = self.server.owner.token
         auth = self.headers.get("Authorization", "")
@@ -703,6 +769,14 @@ class _Handler(BaseHTTPRequestHandler):
         return user
 
     # -- routing ------------------------------------------------------------------------------------
+    def _raw_query_value(self, name: str) -> str:
+        """A query parameter's value exactly as sent, not yet percent-decoded ("" when absent)."""
+        for pair in self.query_string.split("&"):
+            key, _, value = pair.partition("=")
+            if unquote_plus(key) == name:
+                return value
+        return ""
+
     def _query(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for k, v in parse_qsl(self.query_string, keep_blank_values=True):
@@ -717,6 +791,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, self.server.owner.stats())
         if p.startswith("/xray/"):
             return self._xray(p[len("/xray") :], m)
+        if p.startswith("/_storage/") and m == "GET":
+            return self._signed_storage(p)
         if not p.startswith("/artifactory/"):
             raise ApiError(404, "Not Found")
         sub = p[len("/artifactory") :]
@@ -729,7 +805,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"version": ARTIFACTORY_VERSION, "revision": "local", "addons": [],
                                     "license": "local-compat"})
         if sub == "/api/v1/uploads/config" and m == "GET":
-            return self._json(200, {"supported": False})  # contract A5: multipart out of scope
+            return self._json(200, {"supported": False})  # multipart upload (S3/GCS storage only) not modelled
         if sub.startswith("/api/repositories/"):
             return self._repositories(unquote(sub[len("/api/repositories/") :]), m)
         if sub.startswith("/api/storage/"):
@@ -757,7 +833,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, f"Repository {repo} not found")
         return cfg
 
-    # -- repositories (A15) -------------------------------------------------------------------------
+    # -- repositories ("Create Repository"; `downloadRedirect`, `includesPattern`, `excludesPattern` honoured) --
     def _repositories(self, key: str, method: str) -> None:
         store = self.server.owner.store
         if method == "GET":
@@ -777,14 +853,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, f"Successfully created repository '{key}'".encode(), "text/plain")
         raise ApiError(405, "Method not allowed")
 
-    # -- artifacts (A3, A4, A6, A12) ----------------------------------------------------------------
+    # -- artifacts ("Deploy Artifact", "Deploy Artifact by Checksum", "Retrieve Artifact", "Delete Item") --
     def _artifact(self, raw: str, method: str) -> None:
-        # contract A3: a raw ';' starts matrix params; a literal ';' in the path travels as %3B
+        # a raw ';' starts matrix params; a literal ';' in the path travels as %3B (jfrog-client-go `BuildUrl`)
         raw_path, *matrix = raw.split(";")
         repo, path = self._split_repo_path(raw_path)
         if method == "PUT":
             return self._deploy(repo, path, matrix)
-        self._need_repo(repo)
+        cfg = self._need_repo(repo)
         store = self.server.owner.store
         if method in ("GET", "HEAD"):
             item = store.item(repo, path)
@@ -792,6 +868,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if store.is_folder(repo, path):
                     raise ApiError(400, "Expected file response but received a folder")
                 raise ApiError(404, "File not found.")
+            if cfg.get("downloadRedirect") and method == "GET":
+                # "Direct Cloud Storage Download": 302 to a signed URL on another host, whose answer carries
+                # no X-Checksum headers (JFrog "Specify Repositories for Direct Download using the REST API")
+                return self._send(302, b"", "text/plain", {"Location": self.server.owner.signed_storage_url(item)})
             return self._download(item)
         if method == "DELETE":
             if not store.delete_path(repo, path) and not (path and store.item(repo, path)):
@@ -802,16 +882,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _deploy(self, repo: str, path: str, matrix: list[str]) -> None:
         owner = self.server.owner
         store = owner.store
-        props: dict[str, list[str]] = {}
-        for param in matrix:
-            if not param:
-                continue
-            k, _, v = param.partition("=")
-            # contract A3: repeated keys are multi-values; keys/values percent-decoded individually
-            props.setdefault(unquote(k), []).append(unquote(v))
-        self._need_repo(repo)
+        props = parse_matrix_params(matrix)
+        cfg = self._need_repo(repo)
         if not path or path.endswith("/"):
             raise ApiError(400, "Deploying folders is not supported by this local server")
+        if not _pattern_allows(cfg, path):
+            raise ApiError(403, f"Repository '{repo}' rejected the path '{path}' (include/exclude patterns)")
         supplied: dict[str, str] = {}
         for kind in ("sha256", "sha1", "md5"):
             value = self.headers.get(f"X-Checksum-{kind.capitalize()}")
@@ -832,7 +908,7 @@ class _Handler(BaseHTTPRequestHandler):
             if src is None:
                 if not ({"sha256", "sha1"} & supplied.keys()):
                     raise ApiError(400, "Checksum deploy requires a SHA-1 or SHA-256 checksum header")
-                # contract A4: unknown checksum → 404, the client then uploads the bytes
+                # "Deploy Artifact by Checksum": unknown checksum → 404, the client then uploads the bytes
                 raise ApiError(404, "Checksum deploy failed: no artifact with this checksum. Upload is expected.")
             sums = {"sha256": src["sha256"], "sha1": src["sha1"], "md5": src["md5"]}
             for kind, value in supplied.items():
@@ -844,7 +920,7 @@ class _Handler(BaseHTTPRequestHandler):
             for kind, value in supplied.items():
                 if sums[kind] != value:
                     tmp.unlink(missing_ok=True)
-                    # contract A3/§1.3: client-checksums policy rejects with 409
+                    # the default client-checksums policy rejects with 409 ("Deploy Artifact" status table)
                     raise ApiError(409, f"Checksum policy 'LocalRepoChecksumPolicy: CLIENT' rejected the "
                                         f"artifact: {kind} received '{value}' but actual is '{sums[kind]}'")
             store.commit_blob(tmp, sums["sha256"])
@@ -855,12 +931,34 @@ class _Handler(BaseHTTPRequestHandler):
             body["checksums"]["sha256"] = _flip(body["checksums"]["sha256"])
         self._json(201, body, "application/vnd.org.jfrog.artifactory.storage.ItemCreated+json")
 
-    def _download(self, item: sqlite3.Row) -> None:
+    def _signed_storage(self, raw_path: str) -> None:
+        """The cloud-storage side of a redirected download: signed URL, no Artifactory auth, no X-Checksum."""
+        if self.headers.get("Authorization"):
+            # what S3 answers when a presigned URL also carries an Authorization header
+            raise ApiError(400, "InvalidArgument: Only one auth mechanism allowed; only the X-Amz-Algorithm query "
+                                "parameter, Signature query string parameter or the Authorization header should "
+                                "be specified")
+        q = self._query()
+        sha256 = raw_path.rsplit("/", 1)[-1]
+        expires = q.get("X-Amz-Expires", ["0"])[0]
+        owner = self.server.owner
+        if not hmac.compare_digest(q.get("X-Amz-Signature", [""])[0], owner.storage_signature(sha256, expires)):
+            raise ApiError(403, "SignatureDoesNotMatch")
+        if float(expires) < time.time():
+            raise ApiError(403, "Request has expired")
+        item = owner.store.find_by_checksum("sha256", sha256)
+        if item is None:
+            raise ApiError(404, "NoSuchKey")
+        self._download(item, checksum_headers=False)
+
+    def _download(self, item: sqlite3.Row, checksum_headers: bool = True) -> None:
         store = self.server.owner.store
         blob = store.blob_path(item["sha256"])
         sha256 = _flip(item["sha256"]) if self._fault.get("wrong_checksum") else item["sha256"]
         headers = {
             "X-Checksum-Sha1": item["sha1"], "X-Checksum-Sha256": sha256, "X-Checksum-Md5": item["md5"],
+        } if checksum_headers else {"ETag": f'"{item["md5"]}"'}
+        headers |= {
             "Accept-Ranges": "bytes", "Last-Modified": email.utils.format_datetime(
                 dt.datetime.fromisoformat(item["modified"].replace("Z", "+00:00")), usegmt=True),
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(item['path'].rsplit('/', 1)[-1])}",
@@ -902,7 +1000,7 @@ class _Handler(BaseHTTPRequestHandler):
             "repo": repo, "path": "/" + path, "created": item["created"], "createdBy": item["created_by"],
             "downloadUri": f"{base}/{repo}/{quote(path)}", "mimeType": item["mime"], "size": str(item["size"]),
             "checksums": sums,
-            # contract A3: originalChecksums echo what the client sent; fall back to actual like Artifactory
+            # originalChecksums echo what the client sent; fall back to the actual ones like Artifactory
             "originalChecksums": {k: orig.get(k) or sums[k] for k in ("sha1", "md5", "sha256")},
             "uri": f"{base}/{'api/storage/' if not created_shape else ''}{repo}/{quote(path)}",
         }
@@ -911,7 +1009,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "lastUpdated": item["modified"]})
         return body
 
-    # -- storage API (A7, A8, A9) -------------------------------------------------------------------
+    # -- storage API ("File Info", "Folder Info", "File List", "Item Properties") -----------------------
     def _storage(self, raw: str, method: str) -> None:
         store = self.server.owner.store
         repo, path = self._split_repo_path(raw)
@@ -925,7 +1023,7 @@ class _Handler(BaseHTTPRequestHandler):
             targets = [path]
             recursive = q.get("recursive", ["1"])[0] not in ("0", "false")
             if item is None and recursive:
-                # contract A9: on a folder the default is recursive
+                # "Set Item Properties": on a folder the default is recursive
                 targets += [r["path"] for r in store.items_under(repo, path)]
             value = q["properties"][0]
             if method == "GET":
@@ -934,13 +1032,12 @@ class _Handler(BaseHTTPRequestHandler):
                     wanted = set(value.split(","))
                     props = {k: v for k, v in props.items() if k in wanted}
                 if not props:
-                    # contract A9: no properties → 404 whose body says "No properties could be found"
+                    # no properties: 404 whose body says "No properties could be found" (jfrog-client-go `props.go`)
                     raise ApiError(404, "No properties could be found.")
                 return self._json(200, {"uri": f"{self._base()}/api/storage/{repo}/{quote(path)}",
                                         "properties": props})
             if method == "PUT":
-                # parse_qsl already percent-decoded the value (contract A9: decode first, then split)
-                props = parse_properties_param(value)
+                props = parse_properties_param(self._raw_query_value("properties"))
                 if not props:
                     raise ApiError(400, "No properties given")
                 for key in props:
@@ -960,19 +1057,30 @@ class _Handler(BaseHTTPRequestHandler):
         if not exists:
             raise ApiError(404, f"Unable to find item: {repo}:{path}")
         if item is not None:
-            return self._json(200, self._item_json(item))
+            body = self._item_json(item)
+            if self._fault.get("wrong_checksum"):
+                body["checksums"]["sha256"] = _flip(body["checksums"]["sha256"])
+            return self._json(200, body)
         rows = store.items_under(repo, path)
         prefix = f"{path}/" if path else ""
         base = f"{self._base()}/api/storage/{repo}/{quote(path)}".rstrip("/")
         if "list" in q:
+            # JFrog REST "File List": folders are listed only with listFolders=1 (size "-1", no checksums)
             deep = q.get("deep", ["0"])[0] == "1"
-            files = []
+            list_folders = q.get("listFolders", ["0"])[0] == "1"
+            entries: dict[str, dict[str, Any]] = {}
             for r in rows:
                 rel = r["path"][len(prefix):]
-                if deep or "/" not in rel:
-                    files.append({"uri": "/" + rel, "size": str(r["size"]), "lastModified": r["modified"],
-                                  "folder": False, "sha1": r["sha1"], "sha2": r["sha256"]})
-            return self._json(200, {"uri": base, "created": _now(), "files": files})
+                parts = rel.split("/")
+                if list_folders:
+                    for depth in range(1, len(parts) if deep else min(2, len(parts))):
+                        folder = "/".join(parts[:depth])
+                        entries.setdefault(folder, {"uri": "/" + folder, "size": "-1",
+                                                    "lastModified": r["modified"], "folder": True})
+                if deep or len(parts) == 1:
+                    entries[rel] = {"uri": "/" + rel, "size": str(r["size"]), "lastModified": r["modified"],
+                                    "folder": False, "sha1": r["sha1"], "sha2": r["sha256"]}
+            return self._json(200, {"uri": base, "created": _now(), "files": [entries[k] for k in sorted(entries)]})
         children: dict[str, bool] = {}
         for r in rows:
             rel = r["path"][len(prefix):]
@@ -986,7 +1094,7 @@ class _Handler(BaseHTTPRequestHandler):
             "children": [{"uri": "/" + k, "folder": v} for k, v in sorted(children.items())],
         })
 
-    # -- AQL (A10) ----------------------------------------------------------------------------------
+    # -- AQL (JFrog REST "Artifactory Query Language") ------------------------------------------------
     def _aql(self) -> None:
         store = self.server.owner.store
         try:
@@ -994,12 +1102,15 @@ class _Handler(BaseHTTPRequestHandler):
         except UnicodeDecodeError as exc:
             raise ApiError(400, "AQL body must be UTF-8 text") from exc
         q = parse_aql(text)
+        if q["sort"] and self.server.owner.edition == "oss":
+            # Artifactory OSS and JCR (devopshq/artifactory-cleanup issue 59, jfrog-cli issue 957)
+            raise ApiError(400, "Sorting is not supported by AQL in the open source version")
         include = q["include"]
-        with_props = include is not None and any(f == "property" or f.startswith("@") for f in include)
-        if with_props and (q["sort"] or q["limit"] is not None or q["offset"]):
-            # contract A10: sort/limit/offset are refused when include leaves the items domain
-            raise ApiError(400, "Failed to parse query: sort, limit and offset are not supported when "
-                                "including properties")
+        with_props = include is not None and any(
+            f in ("property", "property.*", "*") or f.startswith(("@", "property.")) for f in include)
+        # With sort/limit/offset, AQL leaves the properties of every row out instead of refusing the query
+        # (JFrog "Artifactory Query Language", Limitations; jfrog-cli issues 957 and 1374)
+        drop_props = with_props and bool(q["sort"] or q["limit"] is not None or q["offset"])
         rows: list[tuple[dict[str, Any], dict[str, list[str]]]] = []
         files = store.all_items()
         folders: set[tuple[str, str]] = set()
@@ -1024,6 +1135,9 @@ class _Handler(BaseHTTPRequestHandler):
         if q["limit"] is not None:
             results = results[: q["limit"]]
         out = [self._aql_project(r, p, include) for r, p in results]
+        if drop_props:
+            for row in out:
+                row.pop("properties", None)
         rng: dict[str, Any] = {"start_pos": off, "end_pos": off + len(out), "total": len(out)}
         if q["limit"] is not None:
             rng["limit"] = q["limit"]
@@ -1047,6 +1161,8 @@ class _Handler(BaseHTTPRequestHandler):
             "actual_md5": it["md5"] if it is not None else None,
             "original_sha1": json.loads(it["orig"]).get("sha1") if it is not None else None,
             "original_md5": json.loads(it["orig"]).get("md5") if it is not None else None,
+            # the virtual repositories that aggregate the item's repository; this server has none
+            "virtual_repos": [],
         }
         return row
 
@@ -1079,7 +1195,7 @@ class _Handler(BaseHTTPRequestHandler):
                                      for v in vals if wanted_keys is None or k in wanted_keys]
         return out
 
-    # -- copy / move (A11) --------------------------------------------------------------------------
+    # -- copy / move (JFrog REST "Copy Item", "Move Item") --------------------------------------------
     def _copy_move(self, op: str, raw: str) -> None:
         store = self.server.owner.store
         q = self._query()
@@ -1088,10 +1204,17 @@ class _Handler(BaseHTTPRequestHandler):
         to = q.get("to", [""])[0]
         if not to:
             raise ApiError(400, "Missing 'to' parameter")
-        # contract A11: accept 'to' with or without a leading '/', form-encoded
+        # accept 'to' with or without a leading '/', form-encoded (jfrog-client-go `movecopy.go` sends it bare)
         dst_repo, _, dst_path = to.strip("/").partition("/")
-        self._need_repo(dst_repo)
-        dry = q.get("dry", ["0"])[0] in ("1", "true")
+        dst_cfg = self._need_repo(dst_repo)
+        flags = {}
+        for name in ("dry", "failFast", "suppressLayouts"):
+            value = q.get(name, ["0"])[0].lower()
+            if value not in ("0", "1", "true", "false"):
+                raise ApiError(400, f"Invalid value for '{name}': {value!r} (expected 0 or 1)")
+            flags[name] = value in ("1", "true")
+        # suppressLayouts only matters between repositories with different layouts; generic ones have none
+        dry, fail_fast = flags["dry"], flags["failFast"]
         src_item = store.item(src_repo, src_path)
         if src_item is None and not (src_path and store.is_folder(src_repo, src_path)):
             raise ApiError(404, f"Could not find item: {src_repo}:{src_path}")
@@ -1107,24 +1230,36 @@ class _Handler(BaseHTTPRequestHandler):
             for r in store.items_under(src_repo, src_path):
                 pairs.append((r, dst_path + r["path"][len(src_path):]))
         verb = "copying" if op == "copy" else "moving"
-        messages = []
+        # Levels are lower case, as in the "Move Item" sample answer; a refused item is an "error" message in a
+        # 200 answer, and failFast stops at the first one (the rest stay where they are)
+        messages: list[dict[str, str]] = []
+        done: list[str] = []
         for row, target in pairs:
-            messages.append({"level": "INFO", "message": f"{'[dry run] ' if dry else ''}{verb} "
+            if not _pattern_allows(dst_cfg, target):
+                messages.append({"level": "error", "message": f"The repository '{dst_repo}' rejected the path "
+                                                              f"'{target}' (include/exclude patterns)"})
+                if fail_fast:
+                    break
+                continue
+            messages.append({"level": "info", "message": f"{'[dry run] ' if dry else ''}{verb} "
                                                          f"{src_repo}:{row['path']} to {dst_repo}:{target} completed successfully"})
+            done.append(row["path"])
             if dry:
                 continue
             sums = {"sha256": row["sha256"], "sha1": row["sha1"], "md5": row["md5"]}
             store.put_item(dst_repo, target, sums, row["size"], json.loads(row["orig"]), self.user, None)
             store.copy_props(src_repo, row["path"], dst_repo, target)
-        if not dry and src_item is None:
+        if not dry and src_item is None and len(done) == len(pairs):
             store.copy_props(src_repo, src_path, dst_repo, dst_path)
         if op == "move" and not dry:
-            store.delete_path(src_repo, src_path)
+            for path in [src_path] if len(done) == len(pairs) else done:
+                store.delete_path(src_repo, path)
         self._json(200, {"messages": messages})
 
-    # -- build-info (A13) and promotion (A14) ------------------------------------------------------
+    # -- build-info ("Build Upload", "Build Info") and promotion ("Build Promotion") -------------------
     def _builds(self, rest: str, method: str) -> None:
-        # contract §0: name and number are path-escaped, so split the raw path before unquoting ('/' = %2F)
+        # name and number are path-escaped (jfrog-client-go `buildUrlWithEscapingSlash`), so split the raw path
+        # before unquoting ('/' = %2F)
         parts = [unquote(p) for p in rest.strip("/").split("/")] if rest.strip("/") else []
         project = self._query().get("project", [""])[0]
         if not parts and method == "PUT":
@@ -1158,7 +1293,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, f"Failed to parse JSON body: {exc}") from exc
 
     def _build_put(self, project: str) -> None:
-        # contract A13: accept any JSON content type (client-go sends the vnd.org.jfrog type)
+        # accept any JSON content type (jfrog-client-go sends application/vnd.org.jfrog.artifactory+json)
         ctype = self.headers.get("Content-Type", "")
         if ctype and "json" not in ctype.lower():
             raise ApiError(415, f"Unsupported media type: {ctype}")
@@ -1169,7 +1304,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, f"Failed to parse build-info JSON: {exc}") from exc
         if not isinstance(info, dict):
             raise ApiError(400, "build-info must be a JSON object")
-        for key in ("name", "number", "started"):  # contract A13: `version` is not required
+        for key in ("name", "number", "started"):  # `version` is not required: the JFrog CLI omits it
             if not isinstance(info.get(key), str | int) or not str(info[key]):
                 raise ApiError(400, f"Build-info is missing the required field '{key}'")
         if not isinstance(info.get("modules", []), list):
@@ -1181,7 +1316,7 @@ class _Handler(BaseHTTPRequestHandler):
         sha256 = hashlib.sha256(raw).hexdigest()
         if self._fault.get("wrong_checksum"):
             sha256 = _flip(sha256)
-        # contract A13: client-go reads X-Checksum-Sha256 from the answer; 204 is one of the accepted codes
+        # jfrog-client-go reads X-Checksum-Sha256 from the answer; 204 is one of the codes it accepts
         self._send(204, headers={"X-Checksum-Sha256": sha256})
 
     def _build_promote(self, name: str, number: str, project: str) -> None:
@@ -1195,7 +1330,8 @@ class _Handler(BaseHTTPRequestHandler):
         target_repo = req.get("targetRepo")
         source_repo = req.get("sourceRepo")
         dry = bool(req.get("dryRun", False))
-        copy = bool(req.get("copy", False))  # contract A14: default false = move
+        copy = bool(req.get("copy", False))  # "Build Promotion": copy defaults to false, i.e. a move
+        fail_fast = bool(req.get("failFast", True))
         props = req.get("properties") or {}
         if not isinstance(props, dict) or not all(isinstance(v, list) for v in props.values()):
             raise ApiError(400, "'properties' must map keys to lists of values")
@@ -1203,7 +1339,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, f"Cannot find target repository '{target_repo}'")
         if source_repo and not store.repo(str(source_repo)):
             raise ApiError(400, f"Cannot find source repository '{source_repo}'")
-        # contract A13 linking rule: items carrying build.name/build.number, or matching module checksums
+        # "Build Upload" linking rule: items carrying build.name/build.number, or matching module checksums
         wanted: set[str] = set()
         for module in info.get("modules") or []:
             kinds = ["artifacts"] if req.get("artifacts", True) else []
@@ -1229,15 +1365,23 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             existing = store.item(target_repo, row["path"])
             if existing is not None and existing["sha256"] != row["sha256"]:
-                # contract A14: 409 when the target exists (with other content) and nothing is overwritten
+                # 409 when the target exists with other content; nothing is overwritten
                 raise ApiError(409, f"Target '{target_repo}:{row['path']}' already exists with different content")
             if existing is not None and row["repo"] == target_repo:
                 continue
             plan.append((row, row["path"]))
+        # "Build Promotion" message levels are INFO, WARN and ERROR (upper case, unlike copy/move)
         if target_repo and not sources:
-            messages.append({"level": "WARNING", "message": f"No artifacts found for build '{name}' #{number}"})
+            messages.append({"level": "WARN", "message": f"No artifacts found for build '{name}' #{number}"})
         verb = "copying" if copy else "moving"
+        target_cfg = store.repo(str(target_repo)) if target_repo else None
         for row, path in plan:
+            if target_cfg is not None and not _pattern_allows(target_cfg, path):
+                messages.append({"level": "ERROR", "message": f"The repository '{target_repo}' rejected the path "
+                                                              f"'{path}' (include/exclude patterns)"})
+                if fail_fast:
+                    break
+                continue
             messages.append({"level": "INFO", "message": f"{'[dry run] ' if dry else ''}{verb} "
                                                          f"{row['repo']}:{row['path']} to {target_repo}:{path}"})
             if dry:
@@ -1485,8 +1629,14 @@ class JFrogCompatServer:
 
     def __init__(self, state_dir: Path | str, host: str = "127.0.0.1", port: int = 0,
                  token: str = DEFAULT_TOKEN, scan_polls_before_done: int = 1, verbose: bool = False,
-                 summary_polls_before_indexed: int = 0) -> None:
+                 summary_polls_before_indexed: int = 0, edition: str = "pro") -> None:
         self.state_dir = Path(state_dir)
+        # "oss" models Artifactory OSS / JCR: AQL refuses any sort (devopshq/artifactory-cleanup issue 59)
+        self.edition = edition
+        # redirected downloads go to this host name: another host than the one the client talks to, so a
+        # client that forwards its Authorization header to the storage URL is caught (S3 refuses it)
+        self.storage_host = "localhost"
+        self._storage_key = os.urandom(16)
         self.host = host
         self.port = port
         self.token = token
@@ -1551,8 +1701,19 @@ class JFrogCompatServer:
 
     @property
     def url(self) -> str:
-        """Platform URL; Artifactory under /artifactory and Xray under /xray (contract §0)."""
+        """Platform URL; Artifactory under /artifactory and Xray under /xray, as on the JFrog Platform."""
         return f"http://{self.netloc}"
+
+    # redirected downloads ("Direct Cloud Storage Download")
+    def storage_signature(self, sha256: str, expires: str) -> str:
+        """HMAC of a storage object and its expiry, like the signature of a presigned URL."""
+        return hmac.new(self._storage_key, f"{sha256}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def signed_storage_url(self, item: sqlite3.Row, ttl: float = 60.0) -> str:
+        """A presigned-style URL of an item's bytes on the storage host, valid for `ttl` seconds."""
+        expires = str(int(time.time() + ttl))
+        return (f"http://{self.storage_host}:{self.port}/_storage/{item['sha256'][:2]}/{item['sha256']}"
+                f"?X-Amz-Expires={expires}&X-Amz-Signature={self.storage_signature(item['sha256'], expires)}")
 
     # faults and request log
     def inject_faults(self, path_regex: str, specs: Sequence[dict[str, Any]], method: str | None = None) -> None:
@@ -1649,11 +1810,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scan-polls-before-done", type=int, default=1)
     ap.add_argument("--summary-polls-before-indexed", type=int, default=0,
                     help="answer 'not indexed' to the first N artifact summaries of each file")
+    ap.add_argument("--edition", choices=("pro", "oss"), default="pro",
+                    help="oss: refuse AQL sort as Artifactory OSS / JCR do")
     ap.add_argument("--url-file", type=Path, help="write the chosen URL here (useful with --port 0)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     server = JFrogCompatServer(args.state_dir, args.host, args.port, args.token, args.scan_polls_before_done,
-                               args.verbose, args.summary_polls_before_indexed).start()
+                               args.verbose, args.summary_polls_before_indexed, args.edition).start()
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:

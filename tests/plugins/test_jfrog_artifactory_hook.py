@@ -53,10 +53,11 @@ def test_file_checksums_match_hashlib(big_file):
 
 @pytest.mark.parametrize("props,expected", [
     ({"a": "b c"}, ";a=b%20c"),
-    ({"a": "x;y"}, ";a=x%3By"),
-    ({"a": ["1", "2"]}, ";a=1;a=2"),
+    ({"a": "x;y"}, ";a=x%5C%3By"),  # backslash-escaped, then percent-encoded
+    ({"a": ["1", "2"]}, ";a=1,2"),  # a list is several values, separated by a plain comma
+    ({"a": "1,2"}, ";a=1%5C%2C2"),  # a string is one value, its comma escaped
     ({"model.version": 3}, ";model.version=3"),
-    ({"a": "é=,"}, ";a=%C3%A9%3D%2C"),
+    ({"a": "é=|\\"}, ";a=%C3%A9%5C%3D%5C%7C%5C%5C"),
     (None, ""),
 ])
 def test_matrix_params_encoding(props, expected):
@@ -75,8 +76,9 @@ def test_quote_repo_path_escapes_semicolon_and_space():
         quote_repo_path("a/b", "x")
 
 
-def test_encode_properties_param_escapes_then_percent_encodes():
-    assert encode_properties_param({"k": ["a=b", "x,y"]}) == "k%3Da%5C%3Db%2Cx%5C%2Cy"
+def test_encode_properties_param_follows_jfrog_client_go():
+    # raw ';' between properties, encoded ',' between values; '\\ , | =' escaped; ';' inside only encoded
+    assert encode_properties_param({"k": ["a=b", "x,y"], "s": "p;q|r"}) == "k=a%5C%3Db%2Cx%5C%2Cy;s=p%3Bq%5C%7Cr"
 
 
 # -- deploy ----------------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def test_small_file_is_one_streamed_put_with_checksum_headers(hook, jfrog_server
         sha1=hashlib.sha1(data).hexdigest(), md5=hashlib.md5(data).hexdigest(), size=len(data),
         uri=result.uri, download_uri=f"{jfrog_server.url}/artifactory/{REPO}/m/1/metrics.json",
         checksum_deployed=False)
-    # below 10 KiB there is no checksum-deploy attempt (contract A5)
+    # below 10 KiB there is no checksum-deploy attempt (jfrog-client-go DefaultMinChecksumDeploy)
     assert jfrog_server.requests_matching("PUT") == [
         ("PUT", f"/artifactory/{REPO}/m/1/metrics.json;model.name=mnist%20cnn", len(data))]
     assert hook.get_item_properties(REPO, "m/1/metrics.json") == {"model.name": ["mnist cnn"]}
@@ -115,7 +117,7 @@ def test_multi_slice_file_hashes_on_threads_and_the_server_verifies_sha256_and_s
     assert (result.sha256, result.sha1, result.md5, result.size) == (
         hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest(), len(data))
     assert [b for _, _, b in jfrog_server.requests_matching("PUT", r"/m/9/model\.pt")] == [0, len(data)]
-    # the checksums the client sent with the bytes, which the server checked against them (contract A3)
+    # the checksums the client sent with the bytes, which the server checked against them
     original = hook.get_file_info(REPO, "m/9/model.pt")["originalChecksums"]
     assert (original.get("sha256"), original.get("sha1")) == (result.sha256, result.sha1)
 
@@ -203,6 +205,18 @@ def test_matrix_properties_with_special_characters_round_trip(hook, small_file):
     assert hook.get_item_properties(REPO, "p/m.json") == {"special": SPECIAL_VALUES}
 
 
+def test_a_comma_joined_string_stays_one_value_and_a_list_is_several(hook, small_file):
+    digests = ["a" * 64, "b" * 64]
+    hook.deploy_artifact(small_file, REPO, "p/d.json", {"joined": ",".join(digests), "listed": digests})
+    assert hook.get_item_properties(REPO, "p/d.json") == {"joined": [",".join(digests)], "listed": digests}
+
+
+def test_set_properties_keeps_a_semicolon_inside_a_value(hook, jfrog_server, small_file):
+    hook.deploy_artifact(small_file, REPO, "p/s.json")
+    hook.set_item_properties(REPO, "p/s.json", {"note": "first;second=2", "other": "x"})
+    assert hook.get_item_properties(REPO, "p/s.json") == {"note": ["first;second=2"], "other": ["x"]}
+
+
 def test_get_properties_of_missing_item_raises(hook):
     with pytest.raises(JFrogApiError) as err:
         hook.get_item_properties(REPO, "missing.json")
@@ -215,6 +229,54 @@ def test_recursive_set_on_folder(hook, small_file):
     assert hook.get_item_properties(REPO, "rec/a/f.json") == {"stage": ["released"]}
 
 
+# -- redirected downloads ("Direct Cloud Storage Download") ---------------------------------------------
+
+
+@pytest.fixture
+def cloud_repo(hook, jfrog_server) -> str:
+    hook._request("PUT", "/api/repositories/cloud-local", json={"rclass": "local", "packageType": "generic",
+                                                                 "downloadRedirect": True})
+    return "cloud-local"
+
+
+def test_redirected_download_is_verified_against_the_stored_checksum(hook, jfrog_server, cloud_repo, big_file,
+                                                                     tmp_path):
+    deployed = hook.deploy_artifact(big_file, cloud_repo, "m/model.pt")
+    out = tmp_path / "dl" / "model.pt"
+    assert hook.download_artifact(cloud_repo, "m/model.pt", out) == deployed.sha256
+    assert out.read_bytes() == big_file.read_bytes()
+    # Artifactory answered 302, the storage host served the bytes (it answers 400 to a forwarded Authorization
+    # header, so reaching it once means the token stayed behind); the checksum came from the storage API
+    assert [m for m, _, _ in jfrog_server.requests_matching(None, r"^/artifactory/cloud-local/m/model\.pt$")] == [
+        "PUT", "PUT", "GET"]
+    assert len(jfrog_server.requests_matching("GET", r"^/_storage/")) == 1
+    assert len(jfrog_server.requests_matching("GET", r"^/artifactory/api/storage/cloud-local/m/model\.pt$")) == 1
+
+
+def test_redirected_download_that_does_not_match_the_stored_checksum_is_refused(hook, jfrog_server, cloud_repo,
+                                                                               big_file, tmp_path):
+    hook.deploy_artifact(big_file, cloud_repo, "m/model.pt")
+    jfrog_server.inject_faults(r"^/artifactory/api/storage/cloud-local/m/model\.pt$", [{"wrong_checksum": True}],
+                               method="GET")
+    out = tmp_path / "dl" / "model.pt"
+    with pytest.raises(ChecksumMismatchError, match="storage API"):
+        hook.download_artifact(cloud_repo, "m/model.pt", out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_the_token_is_not_sent_to_the_storage_host(hook, jfrog_server, cloud_repo, small_file):
+    import requests as plain
+
+    hook.deploy_artifact(small_file, cloud_repo, "m/metrics.json")
+    resp = hook.session.get(hook.artifact_url(cloud_repo, "m/metrics.json"))
+    assert [r.status_code for r in resp.history] == [302] and resp.status_code == 200
+    assert "Authorization" not in resp.request.headers  # requests dropped it when the host changed
+    assert resp.content == small_file.read_bytes()
+    # and the storage host would have refused it
+    forwarded = plain.get(resp.url, headers={"Authorization": f"Bearer {jfrog_server.token}"})
+    assert forwarded.status_code == 400
+
+
 # -- AQL, copy/move, delete ------------------------------------------------------------------------
 
 
@@ -225,6 +287,15 @@ def test_search_aql_latest_candidate(hook, small_file, big_file):
         'items.find({"repo":"ml-models-local","name":"model.pt","@model.name":"mnist","@model.stage":"candidate"})'
         '.include("repo","path","name","created","sha256").sort({"$desc":["created"]}).limit(1)')
     assert [(r["path"], r["sha256"]) for r in rows] == [("m/2", file_checksums(big_file).sha256)]
+
+
+def test_search_aql_refuses_property_include_with_sort_or_paging(hook, jfrog_server):
+    with pytest.raises(ValueError, match="drops properties"):
+        hook.search_aql('items.find({"repo":"r"}).include("name","property").sort({"$asc":["name"]})')
+    with pytest.raises(ValueError, match="drops properties"):
+        hook.search_aql('items.find({"repo":"r"}).include("name","@model.name").limit(1)')
+    assert jfrog_server.requests_matching("POST", r"/api/search/aql$") == []
+    assert hook.search_aql('items.find({"repo":"r"}).include("name","property")') == []
 
 
 def test_search_aql_bad_query_raises_400(hook):
@@ -255,6 +326,33 @@ def test_copy_move_delete(hook, jfrog_server, small_file):
     assert err.value.status == 404
     with pytest.raises(ValueError):
         hook.delete_item(REPO, "/")
+
+
+@pytest.fixture
+def strict_repo(hook) -> str:
+    hook._request("PUT", "/api/repositories/strict-release", json={"rclass": "local", "packageType": "generic",
+                                                                    "excludesPattern": "**/*.tmp"})
+    return "strict-release"
+
+
+def test_copy_reporting_a_lower_case_error_fails(hook, small_file, strict_repo):
+    hook.deploy_artifact(small_file, REPO, "e/f.tmp")
+    with pytest.raises(JFrogApiError, match="rejected the path") as err:
+        hook.copy_item(REPO, "e/f.tmp", strict_repo, "e/f.tmp")
+    assert err.value.status == 200  # Artifactory said 200; the message level said otherwise
+    with pytest.raises(JFrogApiError, match="rejected the path"):
+        hook.move_item(REPO, "e/f.tmp", strict_repo, "e/f.tmp")
+    assert hook.get_file_info(REPO, "e/f.tmp")  # the failed move left the source where it was
+
+
+def test_folder_copy_fails_fast_and_copies_nothing_after_the_first_error(hook, small_file, strict_repo):
+    for name in ("a.tmp", "b.json", "c.json"):
+        hook.deploy_artifact(small_file, REPO, f"ff/{name}")
+    with pytest.raises(JFrogApiError):
+        hook.copy_item(REPO, "ff", strict_repo, "ff")
+    with pytest.raises(JFrogApiError) as err:
+        hook.get_file_info(strict_repo, "ff/b.json")
+    assert err.value.status == 404
 
 
 def test_create_repository_and_duplicate(hook):

@@ -1,4 +1,5 @@
-"""Fault injection on every endpoint family with counted outcomes (contract §1.3); run with -s to see figures."""
+"""Fault injection on every endpoint family with counted outcomes (retry rules: JFrog REST "Error Responses",
+jfrog-client-go `shouldRetry`); run with -s to see the figures."""
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def test_final_4xx_are_never_retried_on_every_family(world, family):
         before = _count(world, method, regex)
         world.server.inject_faults(regex, [{"status": status, "body": f"injected {status}"}], method=method)
         if family == "build_get" and status == 404:
-            assert call(world) is None  # contract A13: a missing build is "not found", not an error
+            assert call(world) is None  # a missing build is "not found", not an error (jfrog-client-go)
         else:
             with pytest.raises(JFrogApiError) as err:
                 call(world)

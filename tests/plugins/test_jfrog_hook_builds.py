@@ -12,7 +12,7 @@ from jfrog_provider.hooks.xray import XrayHook
 from jfrog_provider.xray_results import Severity
 
 STAGING, RELEASE = "ml-models-local", "ml-models-release"
-BUILD = "mnist/nightly"  # a '/' in the name must travel as %2F (contract §0)
+BUILD = "mnist/nightly"  # a '/' in the name must travel as %2F (jfrog-client-go `buildUrlWithEscapingSlash`)
 STARTED = "2026-05-01T12:00:00.000+0000"
 
 
@@ -45,7 +45,7 @@ def published(hook, model, number="7", path="mnist/7/model.pt", props=None):
     return deployed
 
 
-# -- build-info (A13) --------------------------------------------------------------------------------
+# -- build-info --------------------------------------------------------------------------------
 
 
 def test_quote_build_segment_escapes_slash_and_semicolon():
@@ -87,7 +87,7 @@ def test_publish_without_required_field_is_value_error(hook, missing):
         hook.publish_build_info(info)
 
 
-# -- promotion (A14) ---------------------------------------------------------------------------------
+# -- promotion ("Build Promotion") -------------------------------------------------------------------
 
 
 def test_promote_copy_sets_properties_and_records_status(hook, jfrog_server, model):
@@ -158,7 +158,7 @@ def test_promote_to_missing_repo_is_400(hook, model):
     assert err.value.status == 400
 
 
-# -- AQL latest (A10), copy/move promotion (A11) -----------------------------------------------------
+# -- AQL latest, copy/move promotion -----------------------------------------------------
 
 
 def test_find_latest_artifact_by_property(hook, jfrog_server, model, tmp_path):
@@ -173,6 +173,24 @@ def test_find_latest_artifact_by_property(hook, jfrog_server, model, tmp_path):
     [(_, _, aql_bytes)] = jfrog_server.requests_matching("POST", r"/api/search/aql$")
     assert aql_bytes > 0
     assert hook.find_latest_artifact(STAGING, {"model.name": "nope"}) is None
+
+
+def test_find_latest_artifact_needs_no_aql_sort(hook, jfrog_server, tmp_path):
+    jfrog_server.edition = "oss"  # Artifactory OSS / JCR: any AQL sort is a 400
+    for version in ("1", "2", "3"):
+        (f := tmp_path / f"m{version}.pt").write_bytes(os.urandom(100))
+        hook.deploy_artifact(f, STAGING, f"oss/{version}/model.pt", {"model.name": "mnist"})
+    assert hook.find_latest_artifact(STAGING, {"model.name": "mnist"})["full_path"] == "oss/3/model.pt"
+    with pytest.raises(JFrogApiError, match="Sorting is not supported"):
+        hook.search_aql('items.find({"name":"model.pt"}).sort({"$desc":["created"]})')
+
+
+def test_promotion_reporting_an_error_level_fails(hook, jfrog_server, model):
+    hook._request("PUT", "/api/repositories/strict-release", json={"rclass": "local", "packageType": "generic",
+                                                                    "excludesPattern": "**/*.pt"})
+    published(hook, model)
+    with pytest.raises(JFrogApiError, match="rejected the path"):
+        hook.promote_build(BUILD, "7", status="released", target_repo="strict-release")
 
 
 def test_find_latest_artifact_escapes_quotes_in_values(hook, tmp_path):
@@ -199,7 +217,7 @@ def test_promote_artifact_copy_then_properties(hook, model):
         hook.get_file_info(STAGING, "s/model.pt")
 
 
-# -- Xray artifact summary (X5) and violations (X7/X12) ---------------------------------------------
+# -- Xray artifact summary and violations (context-scoped graph scans) ----------------------------------
 
 MODEL_VULN = {"issue_id": "XRAY-9", "severity": "High", "summary": "unsafe pickle",
               "cves": [{"cve": "CVE-2099-0009", "cvss_v3_score": "8.1", "cvss_v3_vector": "CVSS:3.1/AV:N/AC:H"}],
@@ -214,7 +232,7 @@ def test_artifact_summary_by_path_uses_v2_and_default_prefix(xray, hook, jfrog_s
     assert artifact["general"]["path"] == f"default/{STAGING}/sum/model.pt"
     [issue] = artifact["issues"]
     assert Severity.parse(issue["severity"]) is Severity.HIGH
-    assert issue["cves"][0]["cvss_v3"] == "8.1/CVSS:3.1/AV:N/AC:H"  # combined string (X5), unlike X7
+    assert issue["cves"][0]["cvss_v3"] == "8.1/CVSS:3.1/AV:N/AC:H"  # a combined string in summaries, unlike graph scans
     assert issue["components"][0]["fixed_versions"] == ["[2.0.0]"]  # v2-only detail
     [(_, path, _)] = jfrog_server.requests_matching("POST", r"/summary/artifact$")
     assert path == "/xray/api/v2/summary/artifact"

@@ -61,7 +61,20 @@ def test_deploy_info_properties_download_with_semicolon_in_path(jfrog_target, ar
     assert art.download_artifact(jfrog_target.repo, path, tmp_path / "dl.pt") == deployed.sha256
     if jfrog_target.is_local:
         [put] = [p for m, p, b in jfrog_target.server.request_log if m == "PUT" and b]
-        assert "/a%3Bb/model%20v1.pt;model.name=mnist%20cnn;k=1;k=2" in put
+        assert "/a%3Bb/model%20v1.pt;model.name=mnist%20cnn;k=1,2" in put
+
+
+# values with every separator Artifactory knows: each must come back as exactly one value
+TRICKY = ["a,b", "p;q", "x|y", "k=v", "back\\slash", "plain"]
+
+
+def test_property_values_with_separators_round_trip_at_deploy_and_set(jfrog_target, art, model):
+    path = f"{jfrog_target.prefix}/props/model.pt"
+    art.deploy_artifact(model, jfrog_target.repo, path, {"tricky": TRICKY, "joined": "d1,d2"})
+    assert art.get_item_properties(jfrog_target.repo, path) == {"tricky": TRICKY, "joined": ["d1,d2"]}
+    art.set_item_properties(jfrog_target.repo, path, {"tricky": list(reversed(TRICKY)), "note": "a;b=c"})
+    props = art.get_item_properties(jfrog_target.repo, path)
+    assert sorted(props["tricky"]) == sorted(TRICKY) and props["note"] == ["a;b=c"]
 
 
 def test_republish_is_a_checksum_deploy(jfrog_target, art, model):

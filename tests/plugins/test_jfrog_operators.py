@@ -57,7 +57,7 @@ def test_upload_returns_where_it_landed_and_pushes_the_ui_link(conn, jfrog_serve
     assert json.loads(json.dumps(out)) == out
     assert ti.xcoms[ARTIFACTORY_URL_KEY] == f"{jfrog_server.url}/ui/repos/tree/General/{STAGING}/mnist/7/model.pt"
     assert ArtifactoryHook().get_item_properties(STAGING, "mnist/7/model.pt") == {"model.version": ["7"]}
-    # the same bytes again: Artifactory already has them, so only the checksum travels (contract A4)
+    # the same bytes again: Artifactory already has them, so only the checksum travels ("Deploy Artifact by Checksum")
     assert upload(model, "mnist/8/model.pt")["checksum_deployed"] is True
 
 
@@ -184,7 +184,7 @@ def test_publish_build_info_from_upload_xcom(conn, jfrog_server, model):
     assert info["agent"]["name"] == "airflow-jfrog-provider" and info["vcs"][0]["revision"] == "abc123"
     assert info["properties"]["model.version"] == "7"
     assert info["properties"]["buildInfo.env.AIRFLOW_CTX_DAG_ID"] == "mnist_training"
-    # contract A13 linking rule: the artifact carries build.name / build.number
+    # "Build Upload" linking rule: the artifact carries build.name / build.number
     props = ArtifactoryHook().get_item_properties(STAGING, "mnist/7/model.pt")
     assert props["build.name"] == ["mnist-training"] and props["build.number"] == ["manual__2026-05-01"]
     assert ti.xcoms[ARTIFACTORY_URL_KEY] == out["url"]

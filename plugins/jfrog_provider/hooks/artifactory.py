@@ -1,12 +1,20 @@
-"""ArtifactoryHook: one method per Artifactory REST operation (contract A1–A14)."""
+"""ArtifactoryHook: one method per Artifactory REST operation, named after its page in the JFrog REST APIs.
+
+Reference: JFrog REST APIs, https://jfrog.com/help/r/jfrog-rest-apis (Deploy Artifact, Deploy Artifact by
+Checksum, Retrieve Artifact, File Info, Item Properties, Artifactory Query Language, Copy Item, Move Item,
+Delete Item, Build Upload, Build Promotion, Create Repository). Where the docs are silent or disagree with
+JFrog's own clients, the comment at the spot says which reading is followed and why.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import mmap
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +28,8 @@ import requests
 from jfrog_provider.exceptions import ChecksumMismatchError, JFrogApiError
 from jfrog_provider.hooks.base import JFrogHook
 
-# contract A5: the JFrog CLI tries checksum deploy only for files of at least 10 KiB
+# the JFrog CLI tries checksum deploy only for files of at least 10 KiB (jfrog-client-go
+# `artifactory/services/upload.go`, DefaultMinChecksumDeploy)
 CHECKSUM_DEPLOY_MIN_SIZE = 10 * 1024
 _READ_CHUNK = 1024 * 1024
 # One slice per send call, no copy out of the mapping. urllib3 sends the body under the connect timeout
@@ -28,8 +37,13 @@ _READ_CHUNK = 1024 * 1024
 _SEND_CHUNK = 1024 * 1024
 # below this a thread costs more than the parallel hashing saves
 _THREAD_MIN_SIZE = 256 * 1024
-# contract A9: characters Artifactory refuses in property keys
+# characters Artifactory refuses in property keys (JFrog REST "Set Item Properties")
 _FORBIDDEN_KEY_CHARS = set(")(}{][*+^$\\/~`!@#%&<>;=,±§ ")
+# AQL drops the properties of every row when include() names them and the query sorts or pages (JFrog
+# "Artifactory Query Language", Limitations; jfrog-cli issues 957 and 1374)
+AQL_PATH = "/api/search/aql"
+_AQL_PROPERTY_INCLUDE = re.compile(r'\.include\([^)]*"(?:property(?:\.[^"]*)?|@[^"]*)"')
+_AQL_SORT_OR_PAGE = re.compile(r"\.(?:sort|limit|offset)\s*\(")
 
 PropertyValues = str | Sequence[str]
 
@@ -157,7 +171,7 @@ def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
 
 
 def quote_build_segment(value: str | int) -> str:
-    """Path-escape a build name/number: '/' → %2F, ';' → %3B (contract §0, buildUrlWithEscapingSlash)."""
+    """Path-escape a build name/number: '/' → %2F, ';' → %3B (jfrog-client-go `buildUrlWithEscapingSlash`)."""
     text = str(value)
     if not text:
         raise ValueError("build name and number must not be empty")
@@ -165,11 +179,53 @@ def quote_build_segment(value: str | int) -> str:
 
 
 def quote_repo_path(repo: str, path: str) -> str:
-    """`/{repo}/{path}` path-escaped; a literal ';' becomes %3B so it cannot start a matrix param (§0)."""
+    """`/{repo}/{path}` path-escaped; a literal ';' becomes %3B so it cannot start a matrix param.
+
+    jfrog-client-go `utils/utils.go` `BuildUrl` escapes the same way.
+    """
     if not repo or "/" in repo:
         raise ValueError(f"Invalid repository key: {repo!r}")
     clean = path.strip("/")
     return f"/{quote(repo, safe='')}/{quote(clean, safe='/')}" if clean else f"/{quote(repo, safe='')}"
+
+
+def aql_time(value: Any) -> dt.datetime:
+    """An AQL `created`/`modified` value as an aware datetime (the epoch when absent), for client-side sorting."""
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            when = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise JFrogApiError(None, f"AQL time {value!r} is not ISO-8601") from None
+        return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromtimestamp(0, dt.UTC)
+
+
+def _check_aql(query: str) -> None:
+    if _AQL_PROPERTY_INCLUDE.search(query) and _AQL_SORT_OR_PAGE.search(query):
+        raise ValueError("AQL drops properties from every row when include() names them and the query uses sort, "
+                         "limit or offset; include item fields only and read properties with get_item_properties")
+
+
+def _aql_results(body: Any, status: int) -> list[dict[str, Any]]:
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        raise JFrogApiError(status, "AQL answer has no results list", method="POST", url_path=AQL_PATH)
+    return results
+
+
+def _no_error_messages(body: dict[str, Any], status: int, url_path: str) -> dict[str, Any]:
+    """The body, unless a message has level error: copy, move and promotion may answer 200 and still fail.
+
+    Levels are compared case-insensitively: the Build Promotion doc uses INFO/WARN/ERROR, the Move Item sample
+    a lower-case "error".
+    """
+    errors = [m for m in body.get("messages") or [] if isinstance(m, dict)
+              and str(m.get("level", "")).strip().upper() == "ERROR"]
+    if errors:
+        raise JFrogApiError(status, "; ".join(str(m.get("message")) for m in errors), method="POST",
+                            url_path=url_path)
+    return body
 
 
 def _values(value: PropertyValues) -> list[str]:
@@ -180,35 +236,47 @@ def _values(value: PropertyValues) -> list[str]:
 
 def _check_key(key: str) -> str:
     if not key or _FORBIDDEN_KEY_CHARS & set(key):
-        raise ValueError(f"Invalid Artifactory property key {key!r} (contract A9 forbidden characters)")
+        raise ValueError(f"Invalid Artifactory property key {key!r}: keys may not contain spaces or any of "
+                         f"{''.join(sorted(_FORBIDDEN_KEY_CHARS - {' '}))}")
     return key
 
 
+def _backslash_escaped(text: str, special: str) -> str:
+    return "".join("\\" + ch if ch in special else ch for ch in text)
+
+
 def matrix_params(properties: Mapping[str, PropertyValues] | None) -> str:
-    """`;k=v` matrix params, key and value percent-encoded (RFC 3986), multi-values as repeated keys (A3)."""
+    """`;key=v1,v2` deploy matrix params: a list is several values, each value escaped then percent-encoded.
+
+    JFrog's clients backslash-escape `\\ , ; | =` inside a value (jfrog-client-go
+    `artifactory/services/utils/properties.go`; the Jenkins Artifactory plugin's `escapeProperty`, added after
+    400 "Property key ... is invalid" for `;` and `|`), and a plain comma separates values. Escaping and
+    then percent-encoding reads the same whether the server splits before or after decoding.
+    """
     if not properties:
         return ""
     return "".join(
-        f";{quote(_check_key(k), safe='')}={quote(v, safe='')}"
+        f";{quote(_check_key(k), safe='')}="
+        + ",".join(quote(_backslash_escaped(v, "\\,;|="), safe="") for v in _values(value))
         for k, value in properties.items()
-        for v in _values(value)
     )
-
-
-def _escape_prop(text: str) -> str:
-    # contract A9: a literal , \ | = (and ;, our separator) inside a key/value is backslash-escaped
-    return "".join("\\" + ch if ch in "\\,|=;" else ch for ch in text)
 
 
 def encode_properties_param(properties: Mapping[str, PropertyValues]) -> str:
-    """Percent-encoded `k1=v1,v2;k2=v3` for `?properties=` (contract A9)."""
+    """The `?properties=` value of Set Item Properties: `k1=v1%2Cv2;k2=v3`, as jfrog-client-go builds it.
+
+    Properties are separated by a raw `;`, values by an encoded comma; inside a value `\\ , | =` get a
+    backslash (JFrog REST "Set Item Properties") and everything is percent-encoded. A `;` inside a value is
+    only percent-encoded (`%3B`): the doc names an escaped semicolon (`%5C;`) as a separator, so a backslash
+    would split the value (jfrog-client-go `ToEncodedString(true)` escapes the same way).
+    """
     if not properties:
         raise ValueError("properties must not be empty")
-    raw = ";".join(
-        f"{_escape_prop(_check_key(k))}={','.join(_escape_prop(v) for v in _values(value))}"
+    return ";".join(
+        f"{quote(_check_key(k), safe='')}="
+        + "%2C".join(quote(_backslash_escaped(v, "\\,|="), safe="") for v in _values(value))
         for k, value in properties.items()
     )
-    return quote(raw, safe="")
 
 
 class ArtifactoryHook(JFrogHook):
@@ -221,9 +289,9 @@ class ArtifactoryHook(JFrogHook):
                         checksum_deploy_min_size: int = CHECKSUM_DEPLOY_MIN_SIZE) -> DeployResult:
         """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT with checksum headers."""
         url_path = quote_repo_path(repo, target_path) + matrix_params(properties)
-        # Contract A5: hash before any byte is sent. The file is mapped once; SHA-256 and SHA-1 go in the headers
-        # (the server answers 409 if either differs from the bytes it got, A3), MD5 finishes during the upload
-        # and, like the others, must equal the checksum the server stored.
+        # Hash before any byte is sent, as the JFrog CLI does. The file is mapped once; SHA-256 and SHA-1 go in
+        # the headers (with the default client-checksum policy Artifactory answers 409 if either differs from the
+        # bytes it got), MD5 finishes during the upload and, like the others, must equal what the server stored.
         mapped = _MappedFile(local_path)
         digests = None
         try:
@@ -236,7 +304,8 @@ class ArtifactoryHook(JFrogHook):
                 try:
                     resp = self._request("PUT", url_path, data=b"", headers=probe)
                 except JFrogApiError as exc:
-                    if exc.status != 404:  # contract A4: unknown checksum → 404, then upload the bytes
+                    # "Deploy Artifact by Checksum": an unknown checksum is 404, then the bytes go up
+                    if exc.status != 404:
                         raise
                     checksum_deployed = False
             if resp is None:
@@ -255,7 +324,7 @@ class ArtifactoryHook(JFrogHook):
                        sums: FileChecksums, *, checksum_deployed: bool) -> DeployResult:
         body = self._json(resp, url_path)
         checksums = body.get("checksums") if isinstance(body.get("checksums"), dict) else {}
-        # contract A3: client-go reads checksums from the ItemCreated body; every sum we hold must match it
+        # jfrog-client-go reads the checksums from the ItemCreated answer; every sum we hold must match it
         for kind in ("sha256", "sha1", "md5"):
             ours = getattr(sums, kind)
             if checksums.get(kind) != ours or not ours:
@@ -271,7 +340,14 @@ class ArtifactoryHook(JFrogHook):
         )
 
     def download_artifact(self, repo: str, path: str, local_path: str | os.PathLike[str]) -> str:
-        """Download to local_path atomically after verifying X-Checksum-Sha256; return the sha256."""
+        """Download to local_path atomically after verifying its SHA-256; return the sha256.
+
+        The expected SHA-256 is the answer's X-Checksum-Sha256, or the item's stored checksum from the storage
+        API when the answer has none: a repository with "Direct Cloud Storage Download" answers 302 to a signed
+        storage URL whose answer carries no X-Checksum headers (JFrog "Direct Cloud Storage Download";
+        jfrog-client-go `artifactory/services/download.go` takes the expected checksum from the item's metadata).
+        requests follows the redirect and drops Authorization when it leaves the Artifactory host.
+        """
         url_path = quote_repo_path(repo, path)
         dest = Path(local_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +356,7 @@ class ArtifactoryHook(JFrogHook):
         try:
             with resp, os.fdopen(fd, "wb") as fh:
                 expected = (resp.headers.get("X-Checksum-Sha256") or "").lower()
+                source = "X-Checksum-Sha256"
                 digest = hashlib.sha256()
                 try:
                     for chunk in resp.iter_content(_READ_CHUNK):
@@ -292,10 +369,9 @@ class ArtifactoryHook(JFrogHook):
                 os.fsync(fh.fileno())
             actual = digest.hexdigest()
             if not expected:
-                raise ChecksumMismatchError(None, "server sent no X-Checksum-Sha256; refusing unverified file",
-                                            method="GET", url_path=url_path)
+                expected, source = self._stored_sha256(repo, path), "the storage API's checksums.sha256"
             if actual != expected:
-                raise ChecksumMismatchError(None, f"downloaded sha256 {actual} != X-Checksum-Sha256 {expected}",
+                raise ChecksumMismatchError(None, f"downloaded sha256 {actual} != {source} {expected}",
                                             method="GET", url_path=url_path)
             os.replace(tmp_name, dest)
         except BaseException:
@@ -303,18 +379,26 @@ class ArtifactoryHook(JFrogHook):
             raise
         return actual
 
+    def _stored_sha256(self, repo: str, path: str) -> str:
+        sha256 = (self.get_file_info(repo, path).get("checksums") or {}).get("sha256")
+        if not isinstance(sha256, str) or len(sha256) != 64:
+            raise ChecksumMismatchError(None, f"{repo}/{path}: the download carried no X-Checksum-Sha256 and the "
+                                              f"storage API lists no sha256; refusing an unverified file",
+                                        method="GET", url_path="/api/storage" + quote_repo_path(repo, path))
+        return sha256.lower()
+
     def get_file_info(self, repo: str, path: str) -> dict[str, Any]:
-        """File or folder info (contract A7)."""
+        """File or folder info (JFrog REST "File Info" / "Folder Info")."""
         url_path = "/api/storage" + quote_repo_path(repo, path)
         return self._json(self._request("GET", url_path), url_path)
 
     def get_item_properties(self, repo: str, path: str) -> dict[str, list[str]]:
-        """Properties of an item; {} when it has none (contract A9)."""
+        """Properties of an item; {} when it has none (JFrog REST "Item Properties")."""
         url_path = "/api/storage" + quote_repo_path(repo, path) + "?properties"
         try:
             resp = self._request("GET", url_path)
         except JFrogApiError as exc:
-            # contract A9: "No properties could be found" is empty, "Unable to find item" is an error
+            # "No properties could be found" means none (jfrog-client-go `props.go`); a missing item is an error
             if exc.status == 404 and "no properties" in exc.message.lower():
                 return {}
             raise
@@ -323,13 +407,13 @@ class ArtifactoryHook(JFrogHook):
 
     def set_item_properties(self, repo: str, path: str, properties: Mapping[str, PropertyValues],
                             recursive: bool = False) -> None:
-        """Set properties (listed keys replaced, others untouched) on an item (contract A9)."""
+        """Set properties (listed keys replaced, others untouched) on an item (JFrog REST "Set Item Properties")."""
         url_path = (f"/api/storage{quote_repo_path(repo, path)}?properties={encode_properties_param(properties)}"
                     f"&recursive={int(recursive)}")
         self._request("PUT", url_path)
 
     def delete_item_properties(self, repo: str, path: str, keys: Sequence[str], recursive: bool = False) -> None:
-        """Delete property keys from an item (contract A9)."""
+        """Delete property keys from an item (JFrog REST "Delete Item Properties")."""
         if isinstance(keys, str) or not keys:
             raise ValueError("keys must be a non-empty sequence of property keys")
         joined = ",".join(quote(_check_key(k), safe="") for k in keys)
@@ -337,52 +421,65 @@ class ArtifactoryHook(JFrogHook):
                                 f"&recursive={int(recursive)}")
 
     def search_aql(self, query: str) -> list[dict[str, Any]]:
-        """Run an AQL query and return its `results` (contract A10)."""
-        url_path = "/api/search/aql"
-        resp = self._request("POST", url_path, data=query.encode("utf-8"),
-                             headers={"Content-Type": "text/plain"}, idempotent=True)  # AQL only reads
-        results = self._json(resp, url_path).get("results")
-        if not isinstance(results, list):
-            raise JFrogApiError(resp.status_code, "AQL answer has no results list", method="POST",
-                                url_path=url_path)
-        return results
+        """Run an AQL query and return its `results` (JFrog REST "Artifactory Query Language").
+
+        Refuses, before sending, a query whose include() names properties while it sorts or pages: Artifactory
+        answers it with rows stripped of their properties, which would read as "no properties".
+        """
+        _check_aql(query)
+        # AQL only reads: safe to resend
+        resp = self._request("POST", AQL_PATH, data=query.encode("utf-8"), headers={"Content-Type": "text/plain"},
+                             idempotent=True)
+        return _aql_results(self._json(resp, AQL_PATH), resp.status_code)
+
+    async def asearch_aql(self, query: str) -> list[dict[str, Any]]:
+        """`search_aql` on the async client, for triggers."""
+        _check_aql(query)
+        resp = await self._arequest("POST", AQL_PATH, content=query.encode("utf-8"),
+                                    headers={"Content-Type": "text/plain"}, idempotent=True)
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise JFrogApiError(resp.status_code, f"expected JSON, got {resp.text[:200]!r}", method="POST",
+                                url_path=AQL_PATH) from exc
+        return _aql_results(body, resp.status_code)
 
     def copy_item(self, src_repo: str, src_path: str, dst_repo: str, dst_path: str,
                   dry_run: bool = False) -> dict[str, Any]:
-        """Copy an item (contract A11); returns the `messages` body."""
+        """Copy an item (JFrog REST "Copy Item"); returns the `messages` body."""
         # copying the same source onto the same target twice yields the same state: safe to retry
         return self._copy_or_move("copy", src_repo, src_path, dst_repo, dst_path, dry_run, idempotent=True)
 
     def move_item(self, src_repo: str, src_path: str, dst_repo: str, dst_path: str,
                   dry_run: bool = False) -> dict[str, Any]:
-        """Move an item (contract A11); returns the `messages` body."""
+        """Move an item (JFrog REST "Move Item"); returns the `messages` body."""
         return self._copy_or_move("move", src_repo, src_path, dst_repo, dst_path, dry_run, idempotent=dry_run)
 
     def _copy_or_move(self, op: str, src_repo: str, src_path: str, dst_repo: str, dst_path: str, dry_run: bool,
                       idempotent: bool) -> dict[str, Any]:
         url_path = f"/api/{op}{quote_repo_path(src_repo, src_path)}"
         quote_repo_path(dst_repo, dst_path)  # validates the repo key
-        # requests form-encodes the query value itself; pre-quoting it would double-encode ';' and spaces (A11)
+        # requests form-encodes the query value itself; pre-quoting it would double-encode ';' and spaces
         target = f"/{dst_repo}/{dst_path.strip('/')}"
-        resp = self._request("POST", url_path, params={"to": target, "dry": int(dry_run)}, idempotent=idempotent)
-        body = self._json(resp, url_path)
-        errors = [m for m in body.get("messages", []) if isinstance(m, dict) and m.get("level") == "ERROR"]
-        if errors:
-            raise JFrogApiError(resp.status_code, str(errors[0].get("message")), method="POST", url_path=url_path)
-        return body
+        # failFast: stop at the first item that fails rather than leave a half-copied folder behind;
+        # suppressLayouts: keep the path as given (no translation between repository layouts)
+        params = {"to": target, "dry": int(dry_run), "failFast": 1, "suppressLayouts": 1}
+        resp = self._request("POST", url_path, params=params, idempotent=idempotent)
+        return _no_error_messages(self._json(resp, url_path), resp.status_code, url_path)
 
     def delete_item(self, repo: str, path: str) -> None:
-        """Delete a file or folder (contract A12)."""
+        """Delete a file or folder (JFrog REST "Delete Item")."""
         if not path.strip("/"):
             raise ValueError("refusing to delete a repository root")
         self._request("DELETE", quote_repo_path(repo, path))
 
-    # -- build-info (A13, A14) -----------------------------------------------------------------------
+    # -- build-info ------------------------------------------------------------------------------------
     def publish_build_info(self, build_info: Mapping[str, Any], project: str | None = None) -> str | None:
-        """Publish build-info JSON (contract A13); return the server's X-Checksum-Sha256 header, if any."""
+        """Publish build-info JSON (JFrog REST "Build Upload"); return the answer's X-Checksum-Sha256, if any."""
         for key in ("name", "number", "started"):
             if not build_info.get(key):
-                raise ValueError(f"build_info needs {key!r} (contract A13 required fields)")
+                # the fields jfrog-client-go always sends and Artifactory requires (build-info-go `BuildInfo`)
+                raise ValueError(f"build_info needs {key!r}: name, number and started are required")
         # PUT of the same build-info replaces it with itself: safe to retry
         resp = self._request("PUT", "/api/build", params={"project": project} if project else None,
                              data=json.dumps(build_info).encode("utf-8"),
@@ -390,7 +487,7 @@ class ArtifactoryHook(JFrogHook):
         return resp.headers.get("X-Checksum-Sha256")
 
     def get_build_info(self, name: str, number: str | int, project: str | None = None) -> dict[str, Any] | None:
-        """The published build-info (the `buildInfo` object), or None if there is no such build (A13)."""
+        """The published build-info (the `buildInfo` object), or None if there is no such build."""
         url_path = f"/api/build/{quote_build_segment(name)}/{quote_build_segment(number)}"
         try:
             resp = self._request("GET", url_path, params={"project": project} if project else None)
@@ -405,7 +502,7 @@ class ArtifactoryHook(JFrogHook):
         return info
 
     def get_build_runs(self, name: str, project: str | None = None) -> list[str]:
-        """Published numbers of a build, [] if the build has none (contract A13 `buildsNumbers`)."""
+        """Published numbers of a build (its `buildsNumbers`), [] if the build has none."""
         url_path = f"/api/build/{quote_build_segment(name)}"
         try:
             resp = self._request("GET", url_path, params={"project": project} if project else None)
@@ -420,7 +517,7 @@ class ArtifactoryHook(JFrogHook):
                       source_repo: str | None = None, copy: bool = True, dependencies: bool = False,
                       properties: Mapping[str, PropertyValues] | None = None, comment: str | None = None,
                       dry_run: bool = False, project: str | None = None) -> dict[str, Any]:
-        """Promote a build's artifacts to target_repo (contract A14); returns the `messages` body."""
+        """Promote a build's artifacts to target_repo (JFrog REST "Build Promotion"); returns the `messages` body."""
         url_path = f"/api/build/promote/{quote_build_segment(name)}/{quote_build_segment(number)}"
         body: dict[str, Any] = {"status": status, "targetRepo": target_repo, "copy": copy, "artifacts": True,
                                 "dependencies": dependencies, "dryRun": dry_run, "failFast": True}
@@ -429,22 +526,18 @@ class ArtifactoryHook(JFrogHook):
         if comment:
             body["comment"] = comment
         if properties:
-            # contract A14: properties is a map str → list[str]
+            # Build Promotion takes properties as a map of key to a list of values
             body["properties"] = {_check_key(k): _values(v) for k, v in properties.items()}
         # a copy re-run yields the same state (the server skips identical targets); a move is not re-runnable
         resp = self._request("POST", url_path, params={"project": project} if project else None, json=body,
                              headers={"Content-Type": "application/vnd.org.jfrog.artifactory.build.PromotionRequest+json"},
                              idempotent=copy or dry_run)
-        result = self._json(resp, url_path)
-        errors = [m for m in result.get("messages", []) if isinstance(m, dict) and m.get("level") == "ERROR"]
-        if errors:
-            raise JFrogApiError(resp.status_code, str(errors[0].get("message")), method="POST", url_path=url_path)
-        return result
+        return _no_error_messages(self._json(resp, url_path), resp.status_code, url_path)
 
-    # -- search helpers (A10) ------------------------------------------------------------------------
+    # -- search helpers --------------------------------------------------------------------------------
     def find_latest_artifact(self, repo: str, properties: Mapping[str, str], *, name: str | None = None,
                              path_match: str | None = None) -> dict[str, Any] | None:
-        """Newest file (by `created`) in repo carrying all `properties`, with its properties; None if none (A10)."""
+        """Newest file (by `created`) in repo carrying all `properties`, with its properties; None if none."""
         criteria: dict[str, Any] = {"repo": repo, "type": "file"}
         if name:
             criteria["name"] = name
@@ -452,15 +545,14 @@ class ArtifactoryHook(JFrogHook):
             criteria["path"] = {"$match": path_match}
         for key, value in properties.items():
             criteria[f"@{_check_key(key)}"] = str(value)
-        # contract A10 recipe: property criteria in find() are sort-safe, properties in include() are not,
-        # so sort/limit here and read the properties with a second call
-        query = (f"items.find({json.dumps(criteria)})"
-                 '.include("repo","path","name","created","size","sha256")'
-                 '.sort({"$desc":["created"]}).limit(1)')
-        rows = self.search_aql(query)
+        # No AQL sort: Artifactory OSS and JCR refuse any ("Sorting is not supported by AQL in the open source
+        # version", devopshq/artifactory-cleanup issue 59), so the newest row is picked here. The properties
+        # come from a second call, as include() of properties would not mix with sort/limit anyway.
+        rows = self.search_aql(f"items.find({json.dumps(criteria)})"
+                               '.include("repo","path","name","created","size","sha256")')
         if not rows:
             return None
-        row = dict(rows[0])
+        row = dict(max(rows, key=lambda r: (aql_time(r.get("created")), str(r.get("path")), str(r.get("name")))))
         folder = "" if row.get("path") in (None, ".") else str(row["path"])
         full = f"{folder}/{row['name']}" if folder else str(row["name"])
         row["full_path"] = full
@@ -470,7 +562,7 @@ class ArtifactoryHook(JFrogHook):
     def promote_artifact(self, src_repo: str, src_path: str, dst_repo: str, dst_path: str | None = None, *,
                          move: bool = False, properties: Mapping[str, PropertyValues] | None = None,
                          dry_run: bool = False) -> dict[str, Any]:
-        """Copy (or move) one item from a staging to a release repo, then set properties on it (A11, A9)."""
+        """Copy (or move) one item from a staging to a release repo, then set properties on it."""
         target = dst_path if dst_path is not None else src_path
         op = self.move_item if move else self.copy_item
         result = op(src_repo, src_path, dst_repo, target, dry_run=dry_run)
@@ -480,13 +572,13 @@ class ArtifactoryHook(JFrogHook):
 
     def create_local_repository(self, key: str, *, package_type: str = "generic", xray_index: bool = True,
                                 description: str = "") -> None:
-        """Create a local repository (contract A15)."""
+        """Create a local repository (JFrog REST "Create Repository")."""
         self._request("PUT", f"/api/repositories/{quote(key, safe='')}", json={
             "key": key, "rclass": "local", "packageType": package_type, "xrayIndex": xray_index,
             "description": description})
 
     def get_version(self) -> dict[str, Any]:
-        """Artifactory version (contract A2)."""
+        """Artifactory version (JFrog REST "Version and Add-ons information")."""
         return self._json(self._request("GET", "/api/system/version"), "/api/system/version")
 
     def artifact_url(self, repo: str, path: str) -> str:

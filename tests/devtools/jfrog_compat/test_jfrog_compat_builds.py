@@ -1,4 +1,4 @@
-"""Local server: build-info (A13), promotion (A14), Xray artifact summary (X5), counters; plain requests."""
+"""Local server: "Build Upload", "Build Promotion", Xray "Artifact Summary", counters; plain requests."""
 
 from __future__ import annotations
 
