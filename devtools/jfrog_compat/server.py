@@ -152,6 +152,11 @@ def _pattern_allows(repo_config: dict[str, Any], path: str) -> bool:
         repo_config.get("excludesPattern") or "")
 
 
+def with_all_props(include: Sequence[str] | None) -> bool:
+    """True when include() asks for every property of an item."""
+    return any(f in ("property", "property.*", "*") for f in include or [])
+
+
 def _property_values(decoded: str) -> list[str]:
     """`v1,v2\\,still-v2` → values: split on unescaped commas, then drop the escaping backslashes."""
     return [_unescape(v) for v in _split_unescaped(decoded, ",")]
@@ -1125,6 +1130,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not _uses_type(criteria):
             criteria = {"$and": [criteria, {"type": "file"}]}  # AQL default: files only
         results = [(r, p) for r, p in rows if aql_match(r, p, criteria)]
+        keys = {f[1:] for f in include or [] if f.startswith("@")}
+        if keys and not with_all_props(include):
+            # ".include will also filter out items that do not have this property" (JFrog "Filtering
+            # Properties by Key")
+            results = [(r, p) for r, p in results if keys & p.keys()]
         if q["sort"]:
             direction, fields = next(iter(q["sort"].items()))
             results.sort(key=lambda rp: tuple(("" if rp[0].get(f) is None else rp[0][f]) for f in fields),

@@ -1,4 +1,4 @@
-"""Sensors against the local server: answer "done yet?", poke once before deferring, turn events into XCom."""
+"""The Artifactory sensor against the local server: answers "done yet?", pokes once before deferring."""
 
 from __future__ import annotations
 
@@ -7,74 +7,11 @@ import json
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
-from jfrog_provider.exceptions import MalformedScanResultError, XrayScanError
 from jfrog_provider.hooks.artifactory import ArtifactoryHook
-from jfrog_provider.hooks.xray import XrayHook
-from jfrog_provider.links import XRAY_URL_KEY
 from jfrog_provider.sensors.artifactory import ArtifactoryArtifactSensor
-from jfrog_provider.sensors.xray import XrayScanSensor
 from jfrog_provider.triggers.artifactory import ArtifactoryArtifactTrigger, normalize_created
 
-DEPS = ["pypi://torch:2.14.1"]
 REPO = "ml-models-local"
-CRITICAL = {"component": "pypi://torch", "issue_id": "XRAY-1", "severity": "Critical",
-            "cves": [{"cve": "CVE-2099-0001"}]}
-
-
-class RecordingTI:
-    def __init__(self) -> None:
-        self.xcoms: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.xcoms[key] = value
-
-
-
-def test_xray_sensor_pokes_once_then_defers(conn, jfrog_server):
-    scan_id = XrayHook().scan_graph(DEPS)
-    sensor = XrayScanSensor(task_id="wait_for_scan", scan_id=scan_id, poll_interval=0.01, timeout=5)
-    with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute({})
-    assert len(jfrog_server.requests_matching("GET", r"/scan/graph/")) == 1
-    assert deferred.value.method_name == "execute_complete"
-    assert deferred.value.trigger.serialize() == ("jfrog_provider.triggers.xray.XrayScanTrigger", {
-        "scan_id": scan_id, "jfrog_conn_id": "jfrog_default", "poll_interval": 0.01, "timeout": 5.0,
-        "deadline": deferred.value.trigger.deadline})
-
-
-def test_xray_sensor_returns_the_result_without_judging_it(conn, jfrog_server):
-    jfrog_server.plant_vulnerabilities([CRITICAL])
-    jfrog_server.scan_polls_before_done = 0
-    scan_id = XrayHook().scan_graph(DEPS)
-    ti = RecordingTI()
-    out = XrayScanSensor(task_id="wait_for_scan", scan_id=scan_id).execute({"ti": ti})
-    assert out["scan_id"] == scan_id and out["vulnerabilities"][0]["severity"] == "Critical"  # done, not judged
-    assert ti.xcoms[XRAY_URL_KEY] == out["xray_data_url"] == f"{jfrog_server.url}/ui/scans-list/graph/{scan_id}"
-    assert json.loads(json.dumps(out)) == out
-
-
-def test_xray_sensor_in_poke_mode(conn, jfrog_server):
-    jfrog_server.scan_polls_before_done = 2
-    scan_id = XrayHook().scan_graph(DEPS)
-    out = XrayScanSensor(task_id="w", scan_id=scan_id, poll_interval=0.01, timeout=5, deferrable=False).execute({})
-    assert out["status"] == "completed"
-    assert len(jfrog_server.requests_matching("GET", r"/scan/graph/")) == 3
-
-
-@pytest.mark.parametrize(("event", "error"), [
-    ({"status": "timeout", "message": "late"}, AirflowSensorTimeout),
-    ({"status": "error", "message": "JFrogApiError: 500"}, AirflowException),
-    ({"status": "success", "result": {"scan_id": "s", "status": "failed"}}, XrayScanError),
-    ({"status": "success", "result": []}, MalformedScanResultError),
-])
-def test_xray_sensor_events_that_are_not_a_result_fail(conn, event, error):
-    with pytest.raises(error):
-        XrayScanSensor(task_id="w", scan_id="s").execute_complete({}, event=event)
-
-
-def test_xray_sensor_scan_id_must_be_a_string():
-    with pytest.raises(ValueError):
-        XrayScanSensor(task_id="w", scan_id=42)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -107,7 +44,33 @@ def test_artifact_sensor_min_created_hides_seen_files_and_defers(conn, jfrog_ser
     assert len(jfrog_server.requests_matching("POST", r"/api/search/aql")) == 2  # one poke here, one above
     trigger = deferred.value.trigger
     assert isinstance(trigger, ArtifactoryArtifactTrigger) and trigger.min_created == seen["created"]
+    assert jfrog_server.token not in json.dumps(trigger.serialize())  # only the connection id travels
     assert sensor.execute_complete({}, event={"status": "success", "items": [seen]}) == [seen]
+
+
+def test_artifact_sensor_skips_files_that_carry_the_property(conn, jfrog_server, batch):
+    hook = ArtifactoryHook()
+    for version in ("1", "2", "3"):
+        hook.deploy_artifact(batch, REPO, f"data/{version}/SHA256SUMS")
+    hook.set_item_properties(REPO, "data/1", {"data.announced": "true"}, recursive=True)
+    sensor = ArtifactoryArtifactSensor(task_id="w", repo=REPO, path="data", pattern="SHA256SUMS",
+                                       skip_if_property="data.announced")
+    assert [i["path"] for i in sensor.execute({})] == ["data/2/SHA256SUMS", "data/3/SHA256SUMS"]  # oldest first
+    hook.set_item_properties(REPO, "data", {"data.announced": "true"}, recursive=True)
+    sensor = ArtifactoryArtifactSensor(task_id="w", repo=REPO, path="data", pattern="SHA256SUMS",
+                                       skip_if_property="data.announced", poll_interval=0.01, timeout=5)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    assert deferred.value.trigger.skip_if_property == "data.announced"
+
+
+def test_artifact_sensor_works_where_aql_cannot_sort(conn, jfrog_server, batch):
+    jfrog_server.edition = "oss"
+    hook = ArtifactoryHook()
+    for name in ("b1", "b2"):
+        hook.deploy_artifact(batch, REPO, f"batches/{name}/batch.idx.gz")
+    out = ArtifactoryArtifactSensor(task_id="w", repo=REPO, path="batches").execute({})
+    assert [i["path"] for i in out] == ["batches/b1/batch.idx.gz", "batches/b2/batch.idx.gz"]
 
 
 @pytest.mark.parametrize(("event", "error"), [
@@ -124,6 +87,7 @@ def test_artifact_sensor_bad_events_fail(event, error):
     ({"repo": "a/b", "path": "x"}, "repo"),
     ({"repo": REPO, "path": "x", "pattern": ""}, "pattern"),
     ({"repo": REPO, "path": "x", "min_created": "yesterday"}, "ISO-8601"),
+    ({"repo": REPO, "path": "x", "skip_if_property": "a b"}, "property key"),
 ])
 def test_artifact_sensor_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -26,7 +26,8 @@ def events(trigger) -> list:
 
 @pytest.mark.parametrize("trigger", [
     XrayScanTrigger("scan-1", "jfrog_other", poll_interval=2.5, timeout=90),
-    ArtifactoryArtifactTrigger(REPO, "batches", "*.gz", "2026-05-01T00:00:00.000Z", "jfrog_other", 30, 600),
+    ArtifactoryArtifactTrigger(REPO, "batches", "*.gz", "2026-05-01T00:00:00.000Z", "jfrog_other", 30, 600,
+                               skip_if_property="batch.seen"),
 ], ids=["xray", "artifactory"])
 def test_serialize_round_trip(trigger):
     classpath, kwargs = trigger.serialize()
@@ -102,12 +103,34 @@ def test_artifact_trigger_sees_a_file_that_arrives_while_it_waits(conn, jfrog_se
         trigger = ArtifactoryArtifactTrigger(REPO, "batches", poll_interval=0.05, timeout=10)
         task = asyncio.ensure_future(_collect(trigger))
         await asyncio.sleep(0.2)
-        assert not task.done()  # still waiting, and the loop is free (asyncio.sleep, hook in a thread)
+        assert not task.done()  # still waiting, and the loop is free (httpx.AsyncClient, asyncio.sleep)
         await asyncio.to_thread(ArtifactoryHook().deploy_artifact, f, REPO, "batches/late/b.gz")
         return await asyncio.wait_for(task, 10)
 
     [event] = asyncio.run(go())
     assert [i["path"] for i in event.payload["items"]] == ["batches/late/b.gz"]
+
+
+def test_artifact_trigger_polls_without_aql_sort_and_skips_stamped_files(conn, jfrog_server, tmp_path):
+    jfrog_server.edition = "oss"  # any AQL sort would be a 400 here
+    (f := tmp_path / "SHA256SUMS").write_bytes(b"sums")
+    hook = ArtifactoryHook()
+    for version in ("v1", "v2"):
+        hook.deploy_artifact(f, REPO, f"data/{version}/SHA256SUMS")
+    hook.set_item_properties(REPO, "data/v1", {"data.announced": "true"}, recursive=True)
+    [event] = events(ArtifactoryArtifactTrigger(REPO, "data", "SHA256SUMS", poll_interval=0.01, timeout=5,
+                                                skip_if_property="data.announced"))
+    assert event.payload["status"] == "success"
+    assert [i["path"] for i in event.payload["items"]] == ["data/v2/SHA256SUMS"]
+
+
+def test_artifact_trigger_retries_a_throttled_search(conn, jfrog_server, tmp_path):
+    (f := tmp_path / "b.gz").write_bytes(b"batch")
+    ArtifactoryHook().deploy_artifact(f, REPO, "batches/1/b.gz")
+    jfrog_server.inject_faults(r"/api/search/aql$", [{"status": 429, "retry_after": "0"}, {"status": 503}])
+    [event] = events(ArtifactoryArtifactTrigger(REPO, "batches", poll_interval=0.01, timeout=5))
+    assert event.payload["status"] == "success" and jfrog_server.pending_faults() == 0
+    assert len(jfrog_server.requests_matching("POST", r"/api/search/aql$")) == 3
 
 
 async def _collect(trigger) -> list:

@@ -234,7 +234,8 @@ def _values(value: PropertyValues) -> list[str]:
     return [str(v) for v in value]
 
 
-def _check_key(key: str) -> str:
+def check_property_key(key: str) -> str:
+    """The key itself, or ValueError naming the characters Artifactory refuses in property keys."""
     if not key or _FORBIDDEN_KEY_CHARS & set(key):
         raise ValueError(f"Invalid Artifactory property key {key!r}: keys may not contain spaces or any of "
                          f"{''.join(sorted(_FORBIDDEN_KEY_CHARS - {' '}))}")
@@ -256,7 +257,7 @@ def matrix_params(properties: Mapping[str, PropertyValues] | None) -> str:
     if not properties:
         return ""
     return "".join(
-        f";{quote(_check_key(k), safe='')}="
+        f";{quote(check_property_key(k), safe='')}="
         + ",".join(quote(_backslash_escaped(v, "\\,;|="), safe="") for v in _values(value))
         for k, value in properties.items()
     )
@@ -273,7 +274,7 @@ def encode_properties_param(properties: Mapping[str, PropertyValues]) -> str:
     if not properties:
         raise ValueError("properties must not be empty")
     return ";".join(
-        f"{quote(_check_key(k), safe='')}="
+        f"{quote(check_property_key(k), safe='')}="
         + "%2C".join(quote(_backslash_escaped(v, "\\,|="), safe="") for v in _values(value))
         for k, value in properties.items()
     )
@@ -416,7 +417,7 @@ class ArtifactoryHook(JFrogHook):
         """Delete property keys from an item (JFrog REST "Delete Item Properties")."""
         if isinstance(keys, str) or not keys:
             raise ValueError("keys must be a non-empty sequence of property keys")
-        joined = ",".join(quote(_check_key(k), safe="") for k in keys)
+        joined = ",".join(quote(check_property_key(k), safe="") for k in keys)
         self._request("DELETE", f"/api/storage{quote_repo_path(repo, path)}?properties={joined}"
                                 f"&recursive={int(recursive)}")
 
@@ -527,7 +528,7 @@ class ArtifactoryHook(JFrogHook):
             body["comment"] = comment
         if properties:
             # Build Promotion takes properties as a map of key to a list of values
-            body["properties"] = {_check_key(k): _values(v) for k, v in properties.items()}
+            body["properties"] = {check_property_key(k): _values(v) for k, v in properties.items()}
         # a copy re-run yields the same state (the server skips identical targets); a move is not re-runnable
         resp = self._request("POST", url_path, params={"project": project} if project else None, json=body,
                              headers={"Content-Type": "application/vnd.org.jfrog.artifactory.build.PromotionRequest+json"},
@@ -544,7 +545,7 @@ class ArtifactoryHook(JFrogHook):
         if path_match:
             criteria["path"] = {"$match": path_match}
         for key, value in properties.items():
-            criteria[f"@{_check_key(key)}"] = str(value)
+            criteria[f"@{check_property_key(key)}"] = str(value)
         # No AQL sort: Artifactory OSS and JCR refuse any ("Sorting is not supported by AQL in the open source
         # version", devopshq/artifactory-cleanup issue 59), so the newest row is picked here. The properties
         # come from a second call, as include() of properties would not mix with sort/limit anyway.

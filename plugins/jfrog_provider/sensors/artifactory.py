@@ -1,4 +1,4 @@
-"""ArtifactoryArtifactSensor: have new files arrived under a repository folder? (contract A10)."""
+"""ArtifactoryArtifactSensor: have new files arrived under a repository folder? (JFrog AQL, no sort)."""
 
 from __future__ import annotations
 
@@ -19,27 +19,29 @@ if TYPE_CHECKING:
 
 
 class ArtifactoryArtifactSensor(BaseSensorOperator):
-    """Wait until files named like ``pattern`` exist under ``repo/path`` (newer than ``min_created``).
+    """Wait until files named like ``pattern`` exist under ``repo/path`` that are new to the caller.
 
-    XCom: the new items, oldest first: [{repo, path, name, created, size, sha256}]. Feed the newest
-    ``created`` back as the next run's ``min_created`` to see each batch once.
+    "New" means created after ``min_created`` and, with ``skip_if_property``, not (yet) carrying that
+    property: a DAG that stamps what it has handled sees each file once, whatever its clocks say.
+    XCom: the new items, oldest first: [{repo, path, name, created, size, sha256}].
 
     :param repo: repository key (templated).
     :param path: folder inside the repository; files below it count too (templated).
-    :param pattern: AQL name wildcard (``*``, ``?``), e.g. ``*.idx.gz`` (templated).
+    :param pattern: AQL name wildcard (``*``, ``?``), e.g. ``SHA256SUMS`` or ``*.idx.gz`` (templated).
     :param min_created: only files created strictly after this ISO-8601 time, e.g.
-        ``{{ data_interval_start }}`` or the last seen ``created``; None = any file (templated).
+        ``{{ data_interval_start }}``; None = any file (templated).
+    :param skip_if_property: a property key; files that carry it (any value) are not new.
     :param poll_interval: seconds between AQL searches.
     :param timeout: seconds before the sensor times out (AirflowSensorTimeout; skip with soft_fail).
     :param deferrable: after one poke, wait in the triggerer instead of a worker slot.
     :param jfrog_conn_id: Airflow connection of type ``jfrog``.
     """
 
-    template_fields: Sequence[str] = ("repo", "path", "pattern", "min_created", "jfrog_conn_id")
+    template_fields: Sequence[str] = ("repo", "path", "pattern", "min_created")
 
     def __init__(self, *, repo: str, path: str, pattern: str = "*", min_created: str | None = None,
-                 poll_interval: float = 60.0, timeout: float = 3600.0, deferrable: bool = True,
-                 jfrog_conn_id: str = "jfrog_default", **kwargs: Any) -> None:
+                 skip_if_property: str | None = None, poll_interval: float = 60.0, timeout: float = 3600.0,
+                 deferrable: bool = True, jfrog_conn_id: str = "jfrog_default", **kwargs: Any) -> None:
         super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
         if not isinstance(repo, str) or not repo or ("/" in repo and "{{" not in repo):
             raise ValueError(f"repo must be a repository key without '/', got {repo!r}")
@@ -47,10 +49,15 @@ class ArtifactoryArtifactSensor(BaseSensorOperator):
             raise ValueError(f"path and pattern must be strings (pattern non-empty), got {path!r}, {pattern!r}")
         if isinstance(min_created, str) and "{{" not in min_created:
             normalize_created(min_created)  # ValueError at parse time for a malformed literal
+        if skip_if_property is not None:
+            from jfrog_provider.hooks.artifactory import check_property_key
+
+            check_property_key(skip_if_property)
         self.repo = repo
         self.path = path
         self.pattern = pattern
         self.min_created = min_created
+        self.skip_if_property = skip_if_property
         self.deferrable = deferrable
         self.jfrog_conn_id = jfrog_conn_id
 
@@ -68,11 +75,11 @@ class ArtifactoryArtifactSensor(BaseSensorOperator):
             raise AirflowException(f"min_created rendered to something that is not a time: {exc}") from exc
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        items = find_new_items(self.hook, self.repo, self.path, self.pattern, self._since())
+        items = find_new_items(self.hook, self.repo, self.path, self.pattern, self._since(), self.skip_if_property)
         if not items:
             return False
-        self.log.info("%d new file(s) under %s/%s, newest %s", len(items), self.repo, self.path.strip("/"),
-                      items[-1]["created"])
+        self.log.info("%d new file(s) under %s/%s, oldest %s", len(items), self.repo, self.path.strip("/"),
+                      items[0]["path"])
         return PokeReturnValue(is_done=True, xcom_value=items)
 
     def execute(self, context: Context) -> Any:
@@ -85,7 +92,8 @@ class ArtifactoryArtifactSensor(BaseSensorOperator):
 
         self.defer(trigger=ArtifactoryArtifactTrigger(
             repo=self.repo, path=self.path, pattern=self.pattern, min_created=self._since(),
-            jfrog_conn_id=self.jfrog_conn_id, poll_interval=self.poke_interval, timeout=self.timeout),
+            jfrog_conn_id=self.jfrog_conn_id, poll_interval=self.poke_interval, timeout=self.timeout,
+            skip_if_property=self.skip_if_property),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poke_interval)))
 

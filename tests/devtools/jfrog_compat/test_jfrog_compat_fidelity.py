@@ -119,6 +119,14 @@ def test_properties_are_left_out_when_include_meets_sort_or_paging(jfrog_server,
     assert rows and all("properties" not in r for r in rows)
 
 
+def test_including_one_property_key_drops_the_items_without_it(jfrog_server, api, items):
+    api.put(art(jfrog_server, f"/{REPO}/m/3/model.pt"), data=b"3").raise_for_status()  # no properties
+    keyed = aql(api, jfrog_server, 'items.find({"name":"model.pt"}).include("path","@model.version")').json()
+    assert sorted(r["path"] for r in keyed["results"]) == ["m/1", "m/2"]
+    every = aql(api, jfrog_server, 'items.find({"name":"model.pt"}).include("path")').json()
+    assert sorted(r["path"] for r in every["results"]) == ["m/1", "m/2", "m/3"]
+
+
 def test_virtual_repos_is_an_includable_field(jfrog_server, api, items):
     rows = aql(api, jfrog_server, 'items.find({"name":"model.pt"}).include("name","virtual_repos")').json()
     assert [r["virtual_repos"] for r in rows["results"]] == [[], []]
