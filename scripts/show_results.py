@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -118,7 +119,10 @@ def print_retrain(airflow_url: str, drift_run: str, clear: bool) -> None:
 
 
 def _api(base: str, path: str, method: str = "GET") -> dict | None:
-    request = urllib.request.Request(base.rstrip("/") + path, method=method, headers={"Accept": "application/json"})
+    headers = {"Accept": "application/json"}
+    if os.environ.get("AIRFLOW_API_TOKEN"):  # local mode requires a login; scripts/pipeline gets an admin token
+        headers["Authorization"] = f"Bearer {os.environ['AIRFLOW_API_TOKEN']}"
+    request = urllib.request.Request(base.rstrip("/") + path, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()

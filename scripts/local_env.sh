@@ -1,0 +1,39 @@
+# Local mode's environment, sourced by scripts/pipeline and by tests/scripts/test_local_mode.py: Airflow on
+# SQLite with a LocalExecutor, every listener on 127.0.0.1, a login with roles, secrets in owner-only files.
+# Needs ROOT and MLOPS_HOME; sets LOG_DIR, AIRFLOW_URL, AIRFLOW_PORT, JFROG_PORT.
+# Everything under .local is this user's alone: logs (the LocalExecutor copies task output there), secrets, state.
+umask 077
+export AIRFLOW_HOME="$MLOPS_HOME/airflow"
+export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+export AIRFLOW__CORE__PARALLELISM=4
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+# This script triggers its own runs: the scheduler must not add the nightly run (catchup=False still runs
+# the latest missed interval on unpause) or asset-triggered runs that would outlive the script.
+export AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False
+AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"
+JFROG_PORT="${JFROG_PORT:-8081}"
+AIRFLOW_URL="http://127.0.0.1:$AIRFLOW_PORT"
+# Every listener on the loopback interface only (Airflow's default [api] host is 0.0.0.0).
+export AIRFLOW__API__HOST=127.0.0.1
+export AIRFLOW__API__PORT="$AIRFLOW_PORT"
+export AIRFLOW__API__BASE_URL="$AIRFLOW_URL"
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$AIRFLOW_URL/execution/"
+# Named users with roles and a login (Airflow's SimpleAuthManager): an admin who operates, a viewer who reads.
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,viewer:viewer"
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/passwords.json"
+mkdir -p "$AIRFLOW_HOME" "$MLOPS_HOME/jfrog"
+LOG_DIR="$MLOPS_HOME/logs/$(date -u +%Y%m%dT%H%M%SZ)"  # service logs are kept per run
+mkdir -p "$LOG_DIR" && ln -sfn "$LOG_DIR" "$MLOPS_HOME/logs/latest"
+chmod -R go-rwx "$MLOPS_HOME"
+# Secrets live in owner-only files, never in the repo or on a command line. Airflow wants >= 64 bytes of JWT secret.
+if [[ "$(wc -c < "$AIRFLOW_HOME/jwt_secret" 2>/dev/null || echo 0)" -lt 65 ]]; then
+    python -c "import secrets; print(secrets.token_urlsafe(64))" > "$AIRFLOW_HOME/jwt_secret"
+fi
+[[ -s "$MLOPS_HOME/jfrog/token" ]] || python -c "import secrets; print(secrets.token_urlsafe(32))" > "$MLOPS_HOME/jfrog/token"
+python "$ROOT/scripts/local_auth.py" ensure "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" admin viewer
+export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
+JFROG_TOKEN="$(cat "$MLOPS_HOME/jfrog/token")"
+export AIRFLOW_CONN_JFROG_DEFAULT="{\"conn_type\": \"jfrog\", \"host\": \"http://127.0.0.1:$JFROG_PORT\", \"password\": \"$JFROG_TOKEN\"}"
+
