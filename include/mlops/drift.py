@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from include.mlops.files import atomic_write_text
+from include.mlops.files import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from include.mlops.drift_model import ModelViewer
 
 IMAGE_FEATURES = (
     "mean_intensity",
@@ -26,12 +30,12 @@ NUMERIC = IMAGE_FEATURES + MODEL_FEATURES
 # Integer-coded categories: the model's predicted digit, and whether ink touches the image frame.
 CATEGORICAL = ("predicted_class", "frame_ink")
 FEATURES = NUMERIC + CATEGORICAL
-NUM_CLASSES = 10
 # Evidently on more rows than this is slow and adds nothing a person can see: the human report samples.
 REPORT_SAMPLE_ROWS = 100_000
 # Above this many rows the report drops DataDriftPreset's DriftedColumnsCount, which recomputes every column
-# through the legacy path (performance-baselines 2.2, goal D4), and keeps the per-column ValueDrift metrics:
-# 2.9 s instead of 9.5 s at 100k x 12 on the shared runner, same per-column tests and widgets.
+# through Evidently's legacy DatasetDriftMetric (evidently 0.7 src/evidently/presets/drift.py), and keeps the
+# per-column ValueDrift metrics: 2.9 s instead of 9.5 s at 100k x 12 on the shared runner (bench/bench_drift.py),
+# same per-column tests and widgets.
 PRESET_MAX_ROWS = 20_000
 
 
@@ -72,8 +76,11 @@ class ReportResult:
         return asdict(self)
 
 
-def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read and validate a batch (.npz, uint8 `images` (N, 28, 28), optional int `labels` 0..9) without pickle."""
+def load_batch(
+    path: Path, *, image_shape: Sequence[int], num_classes: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read and validate a batch (.npz, uint8 `images` (N, *image_shape), optional int `labels`) without pickle."""
+    image_shape = tuple(image_shape)
     try:
         with np.load(path, allow_pickle=False) as data:
             files = sorted(data.files)
@@ -83,8 +90,9 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise BatchError(f"{path}: not a readable .npz batch: {exc}") from exc
     if images is None:
         raise BatchError(f"{path}: field 'images' is missing (found {files})")
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise BatchError(f"{path}: field 'images' must have shape (N, 28, 28), got {images.shape}")
+    if images.ndim != 1 + len(image_shape) or images.shape[1:] != image_shape:
+        raise BatchError(f"{path}: field 'images' must have shape (N, {', '.join(map(str, image_shape))}), "
+                         f"got {images.shape}")
     if images.shape[0] == 0:
         raise BatchError(f"{path}: field 'images' is empty")
     if images.dtype.kind == "f" and not np.isfinite(images).all():
@@ -101,13 +109,14 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             raise BatchError(f"{path}: field 'labels' must have shape ({images.shape[0]},), got {labels.shape}")
         if labels.dtype.kind not in "iu":
             raise BatchError(f"{path}: field 'labels' must be integers, got {labels.dtype}")
-        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-            raise BatchError(f"{path}: field 'labels' values must lie in 0..9, got {labels.min()}..{labels.max()}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise BatchError(f"{path}: field 'labels' values must lie in 0..{num_classes - 1}, "
+                             f"got {labels.min()}..{labels.max()}")
     return images, labels
 
 
 def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Intensity, ink, geometry and frame features of (N, 28, 28) uint8 images: Evidently does not read pixels."""
+    """Intensity, ink, geometry and frame features of (N, H, W) uint8 images: Evidently does not read pixels."""
     x = images.astype(np.float32) / 255.0
     n, height, width = x.shape
     flat = x.reshape(n, -1)
@@ -116,8 +125,8 @@ def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
     mass = x.sum(axis=(1, 2))
     safe_mass = np.where(mass > 0, mass, 1.0)
     ys, xs = np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32)
-    # MNIST digits sit in a 20x20 box centred in the 28x28 frame: ink on the outer ring means noise or a
-    # digit pushed out of place.
+    # Centred images keep their outer ring blank (MNIST digits sit in a 20x20 box in the 28x28 frame): ink
+    # there means noise or an object pushed out of place.
     frame = ink[:, 0, :].any(axis=1) | ink[:, -1, :].any(axis=1) | ink[:, :, 0].any(axis=1) | ink[:, :, -1].any(axis=1)
     return {
         "mean_intensity": flat.mean(axis=1),
@@ -153,28 +162,27 @@ def _model_columns(
 
 
 def build_reference_profile(
-    images: np.ndarray, model_path: Path | None, model_version: str, meta: dict[str, Any] | None = None
+    images: np.ndarray, viewer: ModelViewer | None, model_version: str, meta: dict[str, Any] | None = None
 ) -> ReferenceProfile:
-    """Features of the reference images, with the model view of `model_path` when given."""
+    """Features of the reference images, with the model's view of them when a `viewer` is given."""
     columns = image_features(images)
     embeddings = centroids = scale = None
-    if model_path is not None:
-        from include.mlops.drift_model import model_view
-
-        view = model_view(model_path, images)
+    if viewer is not None:
+        view = viewer(images)
+        classes = range(view.num_classes)
         embeddings = view.embeddings
         overall = embeddings.mean(axis=0)
         # A class the model never predicted on the reference falls back to the overall centroid.
         centroids = np.stack(
             [
                 embeddings[view.predicted_class == c].mean(axis=0) if (view.predicted_class == c).any() else overall
-                for c in range(NUM_CLASSES)
+                for c in classes
             ]
         ).astype(np.float32)
         dist = np.linalg.norm(embeddings - centroids[view.predicted_class], axis=1)
         typical = float(dist.mean()) or 1.0
         scale = np.array(
-            [dist[view.predicted_class == c].mean() if (view.predicted_class == c).any() else typical for c in range(NUM_CLASSES)],
+            [dist[view.predicted_class == c].mean() if (view.predicted_class == c).any() else typical for c in classes],
             dtype=np.float32,
         )
         scale = np.where(scale > 0, scale, typical).astype(np.float32)
@@ -183,15 +191,13 @@ def build_reference_profile(
     return ReferenceProfile(model_version, ordered, embeddings, centroids, scale, dict(meta or {}))
 
 
-def batch_features(images: np.ndarray, profile: ReferenceProfile, model_path: Path | None) -> dict[str, np.ndarray]:
+def batch_features(images: np.ndarray, profile: ReferenceProfile, viewer: ModelViewer | None) -> dict[str, np.ndarray]:
     """The same feature columns as the profile, for a production batch."""
     columns = image_features(images)
     if profile.centroids is not None:
-        if model_path is None:
+        if viewer is None:
             raise ValueError(f"reference profile of model v{profile.model_version} has model features: pass its model")
-        from include.mlops.drift_model import model_view
-
-        view = model_view(model_path, images)
+        view = viewer(images)
         columns.update(
             _model_columns(view.embeddings, view.predicted_class, view.confidence, profile.centroids, profile.class_scale)
         )
@@ -210,8 +216,6 @@ def save_profile(profile: ReferenceProfile, directory: Path) -> Path:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     directory.mkdir(parents=True, exist_ok=True)
-    from include.mlops.drift_store import atomic_write_bytes
-
     atomic_write_bytes(directory / "profile.npz", buffer.getvalue())
     meta = {**profile.meta, "model_version": profile.model_version, "columns": list(profile.columns), "rows": profile.rows}
     atomic_write_text(directory / "profile.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")

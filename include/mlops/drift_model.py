@@ -1,11 +1,15 @@
-"""The model's own view of a batch: penultimate-layer embeddings, predicted class and confidence."""
+"""A model's own view of a batch: penultimate-layer embeddings, predicted class and confidence."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+# Images in, the model's view out: what the drift features need from a model (the model package builds one).
+ModelViewer = Callable[[np.ndarray], "ModelView"]
 
 
 @dataclass(frozen=True)
@@ -15,19 +19,16 @@ class ModelView:
     embeddings: np.ndarray  # (N, D) float32, the input of the final linear layer
     predicted_class: np.ndarray  # (N,) int64
     confidence: np.ndarray  # (N,) float32, the top softmax probability
+    num_classes: int  # width of the model's output
 
 
-def model_view(model_path: Path, images: np.ndarray, batch_size: int = 1000) -> ModelView:
-    """Run the saved model (weights only) on uint8 images and capture what its classifier head sees."""
+def model_view(model: Any, images: np.ndarray, preprocess: Callable[[Any], Any], batch_size: int = 1000) -> ModelView:
+    """Run a torch classifier in eval mode on raw images and capture what its last linear layer sees."""
     import torch
 
-    from include.mnist.model import normalize
-    from include.mnist.train import load_model
-
-    model = load_model(Path(model_path))
     heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if not heads:
-        raise ValueError(f"{model_path}: the model has no linear classifier head to read embeddings from")
+        raise ValueError(f"{type(model).__name__} has no linear classifier head to read embeddings from")
     captured: list[torch.Tensor] = []
     hook = heads[-1].register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
     n = images.shape[0]
@@ -37,7 +38,7 @@ def model_view(model_path: Path, images: np.ndarray, batch_size: int = 1000) -> 
             for start in range(0, n, batch_size):
                 chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
                 captured.clear()
-                logits.append(model(normalize(chunk)).float())
+                logits.append(model(preprocess(chunk)).float())
                 seen = captured[-1]
                 # A test-time-augmented model runs the head on k views of each image: average them.
                 views = seen.shape[0] // chunk.shape[0]
@@ -51,4 +52,5 @@ def model_view(model_path: Path, images: np.ndarray, batch_size: int = 1000) -> 
         embeddings=torch.cat(embeddings).numpy(),
         predicted_class=predicted.numpy().astype(np.int64),
         confidence=confidence.numpy().astype(np.float32),
+        num_classes=int(out.shape[1]),
     )

@@ -201,8 +201,8 @@ def write_history(records: list[dict[str, Any]], directory: Path) -> dict[str, s
         for r in rows
     )
     html = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>MNIST drift history</title></head><body>"
-        "<h1>MNIST drift history</h1><img src='history.png' alt='drift share per batch'>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>Drift history</title></head><body>"
+        "<h1>Drift history</h1><img src='history.png' alt='drift share per batch'>"
         "<table border='1' cellpadding='4'><tr><th>measured</th><th>batch</th><th>drift share</th><th>verdict</th>"
         f"<th>drifted features</th><th>retrain</th><th>Evidently</th></tr>{table}</table></body></html>\n"
     )
@@ -232,7 +232,7 @@ def _plot(rows: list[dict[str, Any]]) -> bytes:
             ax.legend(loc="upper left")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("share of drifted features")
-        ax.set_title("MNIST production batches: drift share per day")
+        ax.set_title("Production batches: drift share per day")
         fig.autofmt_xdate()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", bbox_inches="tight")

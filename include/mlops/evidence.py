@@ -7,7 +7,7 @@ AQL query on the released champion answers "which data and which dependencies pr
     items.find({"repo": "ml-models-release", "name": "model.pt", "@mlflow.alias": "champion"})
          .include("repo", "path", "name", "sha256", "property")
 
-Each row carries `dataset.sha256` (one value per dataset file), `model.dependency` (the purls of the
+Each row carries `dataset.version`, `dataset.sha256` (one value per dataset file), `model.dependency` (the purls of the
 model's runtime closure), `sbom.serial` / `sbom.path` (the full environment SBOM), `mlflow.run_id`,
 `model.version` and the Xray scan id and verdict. `mlflow.alias=champion` (`champion_properties()`) is
 moved onto the release copy by the training DAG's `set_champion` right after the MLflow alias, and taken off
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from include.mlops.files import atomic_write_text, sha256_file, write_json
+from include.mlops.sbom import library_purls
 
 LINEAGE_SCHEMA = "mnist-mlops/lineage/1"
 CHAMPION_ALIAS = "champion"
@@ -63,6 +64,7 @@ def build_lineage(
     decision: Mapping[str, Any],
     runtime_purls: Sequence[str] = (),
     code_version: str = "unknown",
+    data_version: str = "unknown",
     created: str | None = None,
 ) -> dict[str, Any]:
     """The chain data → Airflow run → MLflow run/version → Artifactory sha256 → SBOM → Xray → gate decision."""
@@ -82,6 +84,7 @@ def build_lineage(
     return {
         "schema": LINEAGE_SCHEMA,
         "created": created or datetime.now(UTC).isoformat(),
+        "data_version": data_version,
         "datasets": [{"file": name, "sha256": sha} for name, sha in sorted(dataset_digests.items())],
         "airflow": {"dag_id": dag_id, "run_id": run_id, "code_version": code_version},
         "mlflow": {"run_id": mlflow_run_id, "model_name": model_name, "model_version": str(model_version)},
@@ -98,8 +101,8 @@ def build_lineage(
 
 
 def runtime_purls_of(mlbom: Mapping[str, Any]) -> list[str]:
-    """purls of the library components an ML-BOM carries (the model's runtime closure)."""
-    return sorted({c["purl"] for c in mlbom.get("components", []) if c.get("type") == "library" and c.get("purl")})
+    """purls of the library components an ML-BOM carries (the model's runtime closure), canonical form."""
+    return library_purls(mlbom)
 
 
 def evidence_properties(lineage: Mapping[str, Any], sbom_path: str | None = None) -> dict[str, str | list[str]]:
@@ -115,6 +118,7 @@ def evidence_properties(lineage: Mapping[str, Any], sbom_path: str | None = None
         "airflow.run_id": lineage["airflow"]["run_id"],
         "dataset.sha256": [d["sha256"] for d in lineage["datasets"]],
         "dataset.file": [d["file"] for d in lineage["datasets"]],
+        "dataset.version": str(lineage.get("data_version", "unknown")),
         "sbom.serial": lineage["sbom"]["serial"],
         "sbom.sha256": lineage["sbom"]["sha256"],
         "mlbom.serial": lineage["mlbom"]["serial"],

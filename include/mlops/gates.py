@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+class GateFailure(ValueError):
+    """A gate or consistency check failed and retrying cannot change it; the message names what and why."""
+
+
 @dataclass(frozen=True)
 class GateResult:
     """One gate's verdict with a reason a person can act on."""

@@ -1,5 +1,7 @@
 """ML-BOM: a CycloneDX 1.6 document for one model version, with its model card, datasets and runtime libraries.
 
+Model-agnostic: the model package describes its model (`ModelCard`) and its datasets (`DatasetSpec`).
+
 Dependencies: CycloneDX `dependsOn` holds refLinkType values, i.e. bom-refs *in the same document*
 (a BOM-Link there would be outside the schema's meaning). So the ML-BOM copies, from the environment
 SBOM, the components the model needs at run time (the closure of `runtime_packages`, torch and numpy by
@@ -20,23 +22,68 @@ from typing import Any
 from include.mlops.files import sha256_file, write_json
 from include.mlops.sbom import SPEC_VERSION, SbomError, normalize_name, validate_cyclonedx
 
-MLBOM_TOOL = "mnist-mlops-mlbom"
-_SPLITS = {"train": "train", "t10k": "test", "test": "test"}
+MLBOM_TOOL = "mlops-mlbom"
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset split (train or test) made of files known by name and SHA-256."""
+    """One dataset (e.g. a train or test split) made of files known by name and SHA-256."""
 
-    split: str
+    name: str
     files: tuple[tuple[str, str], ...]
     source: str
     records: int | None = None
+    description: str = ""
 
     @property
     def bom_ref(self) -> str:
         """The dataset's bom-ref in the ML-BOM."""
-        return f"dataset:mnist-{self.split}"
+        return f"dataset:{self.name}"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the model package says about its model; the ML-BOM adds the metrics and datasets."""
+
+    architecture: str
+    description: str
+    task: str
+    architecture_family: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    approach: str = "supervised"
+    users: tuple[str, ...] = ()
+    use_cases: tuple[str, ...] = ()
+    limitations: tuple[str, ...] = ()
+    tradeoffs: tuple[str, ...] = ()
+    ethical: tuple[tuple[str, str], ...] = ()  # (consideration, mitigation strategy)
+
+    def to_cyclonedx(self, datasets: Sequence[DatasetSpec], performance: list[dict[str, str]]) -> dict[str, Any]:
+        """The CycloneDX 1.6 `modelCard` object."""
+        considerations: dict[str, Any] = {
+            key: list(value)
+            for key, value in (("users", self.users), ("useCases", self.use_cases),
+                               ("technicalLimitations", self.limitations),
+                               ("performanceTradeoffs", self.tradeoffs))
+            if value
+        }
+        if self.ethical:
+            considerations["ethicalConsiderations"] = [
+                {"name": name, "mitigationStrategy": mitigation} for name, mitigation in self.ethical
+            ]
+        return {
+            "modelParameters": {
+                "approach": {"type": self.approach},
+                "task": self.task,
+                "architectureFamily": self.architecture_family,
+                "modelArchitecture": self.architecture,
+                "datasets": [{"ref": d.bom_ref} for d in datasets],
+                "inputs": [{"format": f} for f in self.inputs],
+                "outputs": [{"format": f} for f in self.outputs],
+            },
+            "quantitativeAnalysis": {"performanceMetrics": performance},
+            **({"considerations": considerations} if considerations else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -51,19 +98,6 @@ class MlbomResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def datasets_from_digests(digests: Mapping[str, str], source: str,
-                          counts: Mapping[str, int] | None = None) -> list[DatasetSpec]:
-    """Group MNIST file digests ({'train-images-idx3-ubyte.gz': sha256, ...}) into train and test splits."""
-    grouped: dict[str, list[tuple[str, str]]] = {}
-    for name, digest in sorted(digests.items()):
-        split = _SPLITS.get(name.split("-", 1)[0])
-        if split is None:
-            raise ValueError(f"dataset file {name!r} is neither train-* nor t10k-*/test-*")
-        grouped.setdefault(split, []).append((name, digest))
-    counts = counts or {}
-    return [DatasetSpec(split, tuple(files), source, counts.get(split)) for split, files in sorted(grouped.items())]
 
 
 def runtime_closure(sbom: Mapping[str, Any], packages: Sequence[str]) -> list[str]:
@@ -93,7 +127,8 @@ def build_mlbom(
     model_version: str,
     model_path: Path | None = None,
     model_sha256: str | None = None,
-    architecture: str,
+    card: ModelCard,
+    pipeline: str,
     sbom: Mapping[str, Any],
     datasets: Sequence[DatasetSpec],
     metrics: Mapping[str, Any],
@@ -103,7 +138,7 @@ def build_mlbom(
     serial_number: str | None = None,
     timestamp: str | None = None,
 ) -> dict[str, Any]:
-    """A validated CycloneDX 1.6 ML-BOM for one registered model version."""
+    """A validated CycloneDX 1.6 ML-BOM for one registered model version, made by the pipeline `pipeline`."""
     if model_sha256 is None:
         if model_path is None:
             raise ValueError("give model_path or model_sha256")
@@ -132,35 +167,9 @@ def build_mlbom(
         "bom-ref": model_ref,
         "name": model_name,
         "version": str(model_version),
-        "description": f"PyTorch {architecture} MNIST digit classifier, torch state_dict (weights only)",
+        "description": card.description,
         "hashes": [{"alg": "SHA-256", "content": model_sha256}],
-        "modelCard": {
-            "modelParameters": {
-                "approach": {"type": "supervised"},
-                "task": "image-classification",
-                "architectureFamily": "convolutional neural network",
-                "modelArchitecture": architecture,
-                "datasets": [{"ref": d.bom_ref} for d in datasets],
-                "inputs": [{"format": "uint8 grayscale images (N, 1, 28, 28), normalized to float32 "
-                                      "with MNIST mean 0.1307 and std 0.3081"}],
-                "outputs": [{"format": "float32 logits (N, 10) over the digits 0-9"}],
-            },
-            "quantitativeAnalysis": {"performanceMetrics": performance},
-            "considerations": {
-                "users": ["ML engineers of this pipeline", "demo and teaching audiences"],
-                "useCases": ["classifying centred 28x28 grayscale handwritten digits"],
-                "technicalLimitations": [
-                    "trained on MNIST only: off-centre, rotated, colour or non-digit inputs are out of distribution",
-                    "a state_dict loads only into the architecture recorded here (weights_only=True)",
-                ],
-                "performanceTradeoffs": ["a small CNN chosen for CPU training speed over the last 0.5% accuracy"],
-                "ethicalConsiderations": [{
-                    "name": "handwriting may identify writers",
-                    "mitigationStrategy": "MNIST is a public benchmark; do not fine-tune on personal documents "
-                                          "without consent",
-                }],
-            },
-        },
+        "modelCard": card.to_cyclonedx(datasets, performance),
         "externalReferences": [
             {"type": "build-meta", "url": mlflow_run_url, "comment": "MLflow run that trained and registered it"},
             {"type": "distribution", "url": artifactory_url, "comment": "Artifactory location of the model file",
@@ -174,8 +183,8 @@ def build_mlbom(
         data_components.append({
             "type": "data",
             "bom-ref": d.bom_ref,
-            "name": f"mnist-{d.split}",
-            "description": f"MNIST {d.split} split" + (f", {d.records} images" if d.records else ""),
+            "name": d.name,
+            "description": (d.description or d.name) + (f", {d.records} records" if d.records else ""),
             "hashes": [{"alg": "SHA-256", "content": sha} for _, sha in d.files],
             "data": [{
                 "type": "dataset",
@@ -201,7 +210,7 @@ def build_mlbom(
         "metadata": {
             "timestamp": timestamp or datetime.now(UTC).isoformat(),
             "tools": {"components": [{"type": "application", "name": MLBOM_TOOL, "version": "1.0.0"}]},
-            "component": {"type": "application", "bom-ref": "pipeline:mnist-training", "name": "mnist-training"},
+            "component": {"type": "application", "bom-ref": f"pipeline:{pipeline}", "name": pipeline},
             "properties": [{"name": "sbom.serial", "value": sbom_serial}],
         },
         "components": [model, *data_components, *(libraries[r] for r in sorted(libraries))],

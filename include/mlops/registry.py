@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ def register_training_run(
     model_name: str,
     run_key: str,
     model_path: Path,
+    load_model: Callable[[Path], Any],
+    input_example: Any,
     params: Mapping[str, Any],
     epoch_metrics: Sequence[Mapping[str, float]],
     eval_metrics: Mapping[str, float],
@@ -79,12 +81,14 @@ def register_training_run(
     tags: Mapping[str, str],
     pip_requirements: Sequence[str],
 ) -> RegisteredModel:
-    """Log one training run and register its model; a retry of the same `run_key` returns the same version."""
-    import mlflow
-    import numpy as np
-    from mlflow.entities import Metric, Param, RunTag
+    """Log one training run and register its model; a retry of the same `run_key` returns the same version.
 
-    from include.mnist.train import load_model
+    `load_model` rebuilds the torch module from `model_path`; `input_example` is a batch it accepts (give at
+    least two rows: torch.export specialises a batch dimension of 0 or 1, which would freeze the served model
+    to batch size 1).
+    """
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
 
     client = _client(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, experiment_name, artifact_root)
@@ -113,14 +117,10 @@ def register_training_run(
             mlflow.log_input(_meta_dataset(ref), context=ref.name.rsplit("-", 1)[-1])
         client.log_batch(run_id, tags=[RunTag(f"dataset.{ref.name}.sha256", ref.sha256) for ref in datasets])
 
-        model = load_model(model_path)
-        # Two rows: torch.export specialises a batch dimension of 0 or 1, so a one-row example would
-        # freeze the served model to batch size 1.
-        example = np.zeros((2, 1, 28, 28), dtype=np.float32)
         info = mlflow.pytorch.log_model(
-            model,
+            load_model(model_path),
             name="model",
-            input_example=example,
+            input_example=input_example,
             pip_requirements=list(pip_requirements),
         )
         mlflow.log_artifact(str(model_path), artifact_path="state_dict")

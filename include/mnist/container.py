@@ -4,14 +4,13 @@ Inside the image (docker/training.Dockerfile), `python -m include.mnist.containe
 --output PATH` trains, scans the file it wrote and prints one `MNIST_TRAIN_RESULT {json}` line with the
 TrainResult, the scan and the resolved config. The worker starts the image through the Docker provider
 (plugins/mnist_training_container.py) with `container_command(...)` as the command and reads the line back
-with `parse_result`. No Airflow import here (style.md).
+with `parse_result`. No Airflow import here: include/ is plain Python.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,7 +64,9 @@ def installed_packages() -> list[str]:
 
 
 def installed_requirements() -> dict[str, list[str]]:
-    """For each installed distribution, the installed ones it requires (extras left out): the SBOM's graph."""
+    """For each installed distribution, the installed ones it requires here (extras left out): the SBOM's graph."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     from include.mlops.sbom import normalize_name
 
     installed = _installed()
@@ -73,10 +74,14 @@ def installed_requirements() -> dict[str, list[str]]:
     for key, dist in installed.items():
         needs = set()
         for line in dist.requires or []:
-            name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
-            if name is None or re.search(r"\bextra\s*==", line):
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue  # a malformed Requires-Dist line names nothing pip would have installed for it
+            # A marker that is false here (an extra not asked for, another platform) installed nothing.
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
                 continue
-            dep = normalize_name(name.group(1))
+            dep = normalize_name(req.name)
             if dep in installed and dep != key:  # installed means the resolver picked it for this platform
                 needs.add(dep)
         graph[key] = sorted(needs)

@@ -66,6 +66,7 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert props["model.version"] == [version]
     assert props["sbom.serial"] == [release["sbom"]["serial_number"]]
     assert set(props["dataset.sha256"]) >= set(release_digests(release))
+    assert props["dataset.version"] == ["bundled"] and release["data_version"] == "bundled"
     assert any(p.startswith("pkg:pypi/torch@") for p in props["model.dependency"])
 
     sbom = json.loads(Path(release["sbom"]["path"]).read_text())
@@ -98,8 +99,8 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert "challenger" in client.get_model_version(settings.model_name, new_version).aliases
 
     # Champion vs challenger: the champion was scored again on the same images, and the comparison logged.
-    assert _xcom(first, "evaluate_model", "return_value")["champion"] is None
-    evaluation = _xcom(second, "evaluate_model", "return_value")
+    assert _xcom(first, "evaluate_model", "return_value")["evaluation"]["champion"] is None
+    evaluation = _xcom(second, "evaluate_model", "return_value")["evaluation"]
     assert evaluation["champion"]["version"] == version
     assert evaluation["champion"]["num_samples"] == evaluation["num_samples"]
     assert evaluation["champion"]["accuracy"] == release["test_accuracy"]  # same model, same images
@@ -109,6 +110,7 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
         evaluation["accuracy"] - release["test_accuracy"])
     assert run.data.tags["champion.compared_version"] == version
     assert run.data.tags["training.image"] == "none (in-process)"
+    assert run.data.tags["data.version"] == "bundled"
 
 
 def _xcom(dag_run, task_id: str, key: str):

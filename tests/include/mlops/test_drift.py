@@ -21,6 +21,7 @@ from include.mlops.drift import (
 from include.mlops.drift_stats import decide, summarize_reference
 from include.mnist.batches import SCENARIOS, make_batch
 from include.mnist.data import load_split
+from include.mnist.spec import MNIST
 from include.settings import DEFAULT_DATA_DIR
 
 DRIFT_SHARE = 0.4  # the DAG's default
@@ -40,15 +41,21 @@ def model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def viewer(model_path):
+    """The trained CNN's view of raw images, as the drift DAG builds it from the MNIST model spec."""
+    return MNIST.viewer(model_path)
+
+
+@pytest.fixture(scope="module")
 def test_split():
     return load_split(DEFAULT_DATA_DIR, "test")
 
 
 @pytest.fixture(scope="module")
-def profile(model_path):
+def profile(viewer):
     train = load_split(DEFAULT_DATA_DIR, "train")
     pick = np.sort(np.random.default_rng(0).choice(len(train.images), 3000, replace=False))
-    return build_reference_profile(train.images[pick], model_path, "1")
+    return build_reference_profile(train.images[pick], viewer, "1")
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +88,18 @@ def test_profile_has_the_model_view_and_round_trips(profile, tmp_path: Path):
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_each_scenario_gives_the_expected_verdict(summary, profile, model_path, test_split, scenario):
+def test_each_scenario_gives_the_expected_verdict(summary, profile, viewer, test_split, scenario):
     images, _ = make_batch(test_split.images, test_split.labels, scenario, size=1000, seed=7)
-    decision = decide(summary, batch_features(images, profile, model_path), DRIFT_SHARE)
+    decision = decide(summary, batch_features(images, profile, viewer), DRIFT_SHARE)
     expected = scenario != "clean"
     assert decision.drift_detected is expected, (scenario, decision.drift_share, decision.drifted_columns)
 
 
-def test_false_alarm_rate_over_clean_batches(summary, profile, model_path, test_split):
+def test_false_alarm_rate_over_clean_batches(summary, profile, viewer, test_split):
     shares = []
     for seed in range(1000, 1000 + CLEAN_BATCHES):
         images, _ = make_batch(test_split.images, test_split.labels, "clean", size=1000, seed=seed)
-        shares.append(decide(summary, batch_features(images, profile, model_path), DRIFT_SHARE).drift_share)
+        shares.append(decide(summary, batch_features(images, profile, viewer), DRIFT_SHARE).drift_share)
     alarms = sum(share >= DRIFT_SHARE for share in shares)
     print(
         f"false alarms: {alarms}/{CLEAN_BATCHES} clean batches ({alarms / CLEAN_BATCHES:.1%}); "
@@ -102,9 +109,9 @@ def test_false_alarm_rate_over_clean_batches(summary, profile, model_path, test_
 
 
 @pytest.mark.parametrize("scenario", ["clean", "rotation", "imbalance"])
-def test_fast_flags_match_evidently_on_real_features(summary, profile, model_path, test_split, tmp_path, scenario):
+def test_fast_flags_match_evidently_on_real_features(summary, profile, viewer, test_split, tmp_path, scenario):
     images, labels = make_batch(test_split.images, test_split.labels, scenario, size=800, seed=11)
-    current = batch_features(images, profile, model_path)
+    current = batch_features(images, profile, viewer)
     decision = decide(summary, current, DRIFT_SHARE)
     report = write_reports(profile.columns, current, tmp_path, DRIFT_SHARE, labels=labels)
     assert report.evidently_flags == {name: col.drifted for name, col in decision.columns.items()}

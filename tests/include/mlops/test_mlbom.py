@@ -12,12 +12,12 @@ from include.mlops.mlbom import (
     DatasetSpec,
     build_mlbom,
     check_mlbom,
-    datasets_from_digests,
     runtime_closure,
     sha256_file,
     write_mlbom,
 )
 from include.mlops.sbom import SbomError
+from include.mnist.spec import datasets, model_card
 
 DIGESTS = {
     "train-images-idx3-ubyte.gz": "1" * 64, "train-labels-idx1-ubyte.gz": "2" * 64,
@@ -58,8 +58,9 @@ def model_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def mlbom(sbom, model_file) -> dict:
     return build_mlbom(
-        model_name="mnist-cnn", model_version="7", model_path=model_file, architecture="fast99-cnn", sbom=sbom,
-        datasets=datasets_from_digests(DIGESTS, "file:///data/mnist", {"train": 60000, "test": 10000}),
+        model_name="mnist-cnn", model_version="7", model_path=model_file, card=model_card("fast99-cnn"),
+        pipeline="mnist_training", sbom=sbom,
+        datasets=datasets(DIGESTS, "file:///data/mnist", {"train": 60000, "test": 10000}),
         metrics=METRICS, mlflow_run_url="http://127.0.0.1:5000/#/experiments/1/runs/0123abcd",
         artifactory_url="http://127.0.0.1:8081/artifactory/ml-models-local/mnist-cnn/7/model.pt",
     )
@@ -107,8 +108,8 @@ def test_dependencies_reach_the_runtime_closure_only(mlbom, sbom):
 
 def test_missing_runtime_package_is_named(sbom, model_file):
     with pytest.raises(SbomError, match="scikit-learn"):
-        build_mlbom(model_name="m", model_version="1", model_path=model_file, architecture="a", sbom=sbom,
-                    datasets=[DatasetSpec("train", (("f", "1" * 64),), "file:///d")], metrics=METRICS,
+        build_mlbom(model_name="m", model_version="1", model_path=model_file, card=model_card("a"), pipeline="p",
+                    sbom=sbom, datasets=[DatasetSpec("train", (("f", "1" * 64),), "file:///d")], metrics=METRICS,
                     mlflow_run_url="http://x", artifactory_url="http://y", runtime_packages=["scikit-learn"])
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from include.mlops import registry
 from include.mnist.model import build_model
+from include.mnist.spec import MNIST
 from include.mnist.train import save_state_dict
 
 
@@ -26,6 +27,8 @@ def _register(mlops_home: Path, model_file: Path, run_key: str) -> registry.Regi
         model_name="mnist-test",
         run_key=run_key,
         model_path=model_file,
+        load_model=MNIST.load,
+        input_example=MNIST.example_input(),
         params={"epochs": 1, "seed": 1},
         epoch_metrics=[{"epoch": 1, "loss": 0.5, "train_accuracy": 0.8}],
         eval_metrics={"accuracy": 0.9, "loss": 0.3},

@@ -46,7 +46,7 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     blob = bytes(range(256)) * 10_000
     path = tmp_path / "blob"
     path.write_bytes(blob)
-    assert sha256_file(path, chunk_size=1000) == hashlib.sha256(blob).hexdigest()
+    assert sha256_file(path) == hashlib.sha256(blob).hexdigest()  # 2.5 MB: more than one 1 MiB chunk
 
 
 def test_read_idx_parses_images_and_labels(tmp_path: Path) -> None:

@@ -1,0 +1,187 @@
+"""The training DAG's steps from the trained file to the SBOMs, model-agnostic: the model comes as a ModelSpec.
+
+Each step takes the run summary the previous one returned (a dict of references: paths, digests, MLflow ids)
+and returns what it adds; the Airflow tasks only wire them together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from include.mlops.gates import GateFailure
+from include.mlops.model_scan import assert_safe_model_file
+from include.mlops.model_spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactStore(Protocol):
+    """The Artifactory calls these steps make (jfrog_provider's ArtifactoryHook has them)."""
+
+    def deploy_artifact(self, local_path: Any, repo: str, target_path: str, properties: Any = None) -> Any: ...
+
+    def artifact_url(self, repo: str, path: str) -> str: ...
+
+
+def checked_training(trained: Mapping[str, Any], output: Path) -> dict[str, Any]:
+    """Scan the model file on this worker before anything uploads or loads it; its sha256 must be training's."""
+    # Pickle opcodes against an allowlist, whoever wrote the file: a container's own scan and sha256 are claims,
+    # not evidence.
+    scan = assert_safe_model_file(output)
+    if scan.sha256 != trained["sha256"]:
+        raise GateFailure(f"{output} has sha256 {scan.sha256}, training reported {trained['sha256']}")
+    # generate_boms inventories what trained: this interpreter, or the packages the training image reported.
+    return {**trained, "model_scan": scan.to_dict(), "python": sys.executable}
+
+
+def evaluate_against_champion(
+    spec: ModelSpec, model_path: Path | str, data_dir: Path | str, max_samples: int | None, champion: Any | None
+) -> dict[str, Any]:
+    """The candidate's test metrics and, when there is a champion, the champion's on the very same images."""
+    assert_safe_model_file(model_path)  # a shared run directory may be written by others
+    result = spec.evaluate(Path(model_path), Path(data_dir), max_samples)
+    log.info("test accuracy %.4f on %d images, loss %.4f", result["accuracy"], result["num_samples"], result["loss"])
+    compared = None
+    if champion is not None:
+        assert_safe_model_file(champion.state_dict)  # bytes from the registry are untrusted until scanned
+        baseline = spec.evaluate(Path(champion.state_dict), Path(data_dir), max_samples)
+        compared = {"version": champion.version, "accuracy": baseline["accuracy"], "loss": baseline["loss"],
+                    "num_samples": baseline["num_samples"]}
+        log.info("champion version %s on the same %d images: accuracy %.4f, loss %.4f; candidate - champion = %+.4f",
+                 champion.version, baseline["num_samples"], baseline["accuracy"], baseline["loss"],
+                 result["accuracy"] - baseline["accuracy"])
+    return {**result, "champion": compared}
+
+
+def register(
+    spec: ModelSpec, run: Mapping[str, Any], *, settings: Any, dag_id: str, run_id: str, code_version: str
+) -> dict[str, Any]:
+    """Log the run to MLflow and register its model as `challenger`; returns the version and what to publish."""
+    from include.mlops.lineage import package_versions
+    from include.mlops.registry import pinned_requirements, register_training_run
+
+    dataset, trained, evaluation = run["dataset"], run["trained"], run["evaluation"]
+    assert_safe_model_file(trained["model_path"])
+    compared, container = evaluation.get("champion"), trained.get("container") or {}
+    eval_metrics = {k: v for k, v in evaluation.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if compared:  # the comparison with the champion, measured on the same images (evaluate_against_champion)
+        eval_metrics["champion_accuracy"] = compared["accuracy"]
+        eval_metrics["accuracy_delta_vs_champion"] = evaluation["accuracy"] - compared["accuracy"]
+    registered = register_training_run(
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment_name=settings.experiment_name,
+        artifact_root=settings.mlflow_artifact_root,
+        model_name=settings.model_name,
+        run_key=f"{dag_id}/{run_id}",
+        model_path=Path(trained["model_path"]),
+        load_model=spec.load,
+        input_example=spec.example_input(),
+        params={
+            **trained["config"],
+            **{k: trained[k] for k in ("device", "parameters", "architecture", "deterministic", "threads")},
+            "amp_dtype": trained["amp_dtype"] or "none",
+            "cuda_graph": trained["cuda_graph"],
+        },
+        epoch_metrics=trained["epochs"],
+        eval_metrics=eval_metrics,
+        datasets=dataset_refs(spec, dataset),
+        tags={
+            "airflow.dag_id": dag_id,
+            "airflow.run_id": run_id,
+            "model.sha256": trained["sha256"],
+            "data.version": dataset["data_version"],
+            "data.source": dataset["data_source"],
+            "champion.compared_version": compared["version"] if compared else "none",
+            "training.image": container.get("image") or "none (in-process)",
+            "training.image_id": container.get("image_id") or "none",
+            "git.commit": code_version,
+            "python": trained["python"],
+            **{f"version.{k}": v for k, v in trained["versions"].items()},
+            **{f"version.{k}": v for k, v in package_versions("mlflow", "apache-airflow").items()},
+        },
+        pip_requirements=pinned_requirements(*spec.runtime_packages),
+    )
+    log.info("MLflow run %s, model %s version %s", registered.run_id, registered.model_name, registered.version)
+    # Artifactory paths derive from the model version, so a retried publish overwrites, never duplicates.
+    target = f"{registered.model_name}/{registered.version}/model.pt"
+    return {
+        "registered": registered.to_dict(),
+        "code_version": code_version,
+        "model_path": trained["model_path"],
+        "artifactory_repo": settings.artifactory_repo,
+        "artifactory_release_repo": settings.artifactory_release_repo,
+        "artifactory_model_path": target,
+        "publish_properties": {
+            "model.name": registered.model_name,
+            "model.version": registered.version,
+            "model.sha256": trained["sha256"],
+            "mlflow.run_id": registered.run_id,
+            "airflow.dag_id": dag_id,
+            "airflow.run_id": run_id,
+            "test.accuracy": str(evaluation["accuracy"]),
+            "dataset.version": dataset["data_version"],
+            "dataset.sha256": sorted(dataset["digests"].values()),
+        },
+        "release_properties": {"model.version": registered.version},
+    }
+
+
+def dataset_refs(spec: ModelSpec, dataset: Mapping[str, Any]) -> list[Any]:
+    """One MLflow dataset input per dataset of the model, its digest taken over all of its files."""
+    import hashlib
+
+    from include.mlops.registry import DatasetRef
+
+    refs = []
+    for item in spec.datasets(dataset["digests"], dataset["data_dir"], dataset.get("counts")):
+        # sha256sum's own line format, so the digest can be recomputed from the dataset's SHA256SUMS lines.
+        lines = "".join(f"{sha}  {name}\n" for name, sha in sorted(item.files))
+        refs.append(DatasetRef(name=item.name, source=item.source, sha256=hashlib.sha256(lines.encode()).hexdigest()))
+    return refs
+
+
+def generate_boms(
+    spec: ModelSpec, run: Mapping[str, Any], published: Mapping[str, Any], store: ArtifactStore, *,
+    sbom_tool: str, run_dir: Path, pipeline: str,
+) -> dict[str, Any]:
+    """The CycloneDX SBOM of what trained and the model's ML-BOM; both to MLflow and beside the model in Artifactory."""
+    from include.mlops.mlbom import build_mlbom, write_mlbom
+    from include.mlops.registry import log_artifact
+    from include.mlops.sbom import generate_sbom
+
+    dataset, trained, evaluation, registered = run["dataset"], run["trained"], run["evaluation"], run["registered"]
+    packages = requires = None
+    if trained.get("container"):
+        packages, requires = trained["container"].get("packages"), trained["container"].get("requires")
+        if not packages:  # never inventory the worker in place of the image that trained
+            raise GateFailure(f"training image {trained['container']['image']} reported no packages")
+    sbom = generate_sbom(trained["python"], Path(run_dir) / "sbom.cdx.json", sbom_tool, packages=packages,
+                         requires=requires)
+    mlbom = write_mlbom(Path(run_dir) / "mlbom.cdx.json", build_mlbom(
+        model_name=registered["model_name"],
+        model_version=registered["version"],
+        model_sha256=trained["sha256"],
+        card=spec.card(trained["architecture"]),
+        pipeline=pipeline,
+        sbom=json.loads(Path(sbom.path).read_text()),
+        datasets=spec.datasets(dataset["digests"], dataset["data_dir"], dataset["counts"]),
+        metrics=evaluation,
+        mlflow_run_url=f"{registered['tracking_uri']}#/runs/{registered['run_id']}",
+        artifactory_url=store.artifact_url(published["repo"], published["path"]),
+        runtime_packages=spec.runtime_packages,
+    ))
+    folder = published["path"].lstrip("/").rsplit("/", 1)[0]
+    uploaded = {}
+    for name, path, serial in (("sbom", sbom.path, sbom.serial_number), ("mlbom", mlbom.path, mlbom.serial_number)):
+        log_artifact(registered["tracking_uri"], registered["run_id"], Path(path), "sbom")
+        result = store.deploy_artifact(path, published["repo"], f"{folder}/{Path(path).name}",
+                                       properties={"model.version": registered["version"], f"{name}.serial": serial})
+        uploaded[name] = f"{result.repo}/{result.path}"
+    log.info("SBOM %s: %d components in %ss; ML-BOM %s", sbom.path, sbom.components, sbom.seconds, mlbom.path)
+    return {**sbom.to_dict(), "artifactory_path": uploaded["sbom"],
+            "mlbom": {**mlbom.to_dict(), "artifactory_path": uploaded["mlbom"]}}
