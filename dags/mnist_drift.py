@@ -12,12 +12,14 @@ Daily at 06:00 UTC and on demand.
 3. `prepare_reference` builds the reference profile of the champion model version once (image features plus
    the model's embeddings, predicted class and confidence) and stores it with that version in MLflow.
 4. `measure_batch` (one mapped task per batch) decides drift with Evidently's default per-column tests and
-   thresholds computed from the cached reference, and keeps Evidently's DataDriftPreset report (plus a
-   ClassificationPreset report when the batch has labels) as HTML and JSON, in MLflow too.
+   thresholds computed from the cached reference, keeps Evidently's DataDriftPreset report (plus a
+   ClassificationPreset report when the batch has labels) as HTML and JSON, in MLflow too, and checks that
+   the report's per-column flags agree with the verdict (`report_agreement` in decision.json; a WARNING if not).
 5. `report_history` redraws the drift history (share of drifted features per day: PNG, CSV, HTML).
 6. `decide_retrain` emits the `mnist_drift_detected` Asset event that schedules `mnist_training`: one event for
-   any number of drifted batches, none inside the cooldown or while a retrain is queued or running.
-   No drift is a skip. Alerts go through the `AlertNotifier` (channel `drift`).
+   any number of drifted batches, none inside the cooldown or while a requested retrain is pending (the newest
+   drift event is newer than the newest `mnist_training_input` event: no training run has started since).
+   It learns this from Asset events only. No drift is a skip. Alerts go through the `AlertNotifier` (`drift`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 from mlops_notifiers import AlertNotifier
 
-from include.assets import MNIST_DRIFT
-
-TRAINING_DAG = "mnist_training"
+from include.assets import MNIST_DRIFT, MNIST_TRAINING_INPUT
 
 
 def _settings():
@@ -45,6 +45,12 @@ def _store():
 
     settings = _settings()
     return DriftStore(landing=settings.landing_dir, root=settings.home / "drift")
+
+
+def _latest_event_at(asset) -> datetime | None:
+    """When the newest event of an inlet Asset was emitted, or None."""
+    newest = list(get_current_context()["inlet_events"][asset].ascending(False).limit(1))
+    return newest[0].timestamp if newest else None
 
 
 @dag(
@@ -83,186 +89,63 @@ def mnist_drift():
         """Done when a file waits in the landing folder or a claimed batch is unfinished."""
         return _store().has_work()
 
-    @task
+    @task(multiple_outputs=False)
     def ingest_batches() -> list[dict]:
         """Quarantine bad files with a reason, claim good batches by sha256; returns every pending batch."""
-        from include.mlops.drift import load_batch
-        from include.mlops.drift_store import ingest
-        from include.mnist.data import sha256_file
+        from include.mlops.drift_run import ingest_landed, quarantine_alert
+        from include.mnist.spec import MNIST
 
-        store = _store()
-        result = ingest(store, load_batch, sha256_file)
-        for bad in result.quarantined:
-            print(f"quarantined {bad.name} -> {bad.path}: {bad.reason}")
-        if result.quarantined:
-            lines = "; ".join(f"{q.name}: {q.reason}" for q in result.quarantined)
-            AlertNotifier(f"{len(result.quarantined)} batch(es) quarantined: {lines}", channel="drift", kind="quarantine")(get_current_context())
-        print(f"claimed {[b.name for b in result.claimed]}; pending {[b.name for b in result.pending]}")
+        result = ingest_landed(MNIST, _store())
+        if message := quarantine_alert(result):
+            AlertNotifier(message, channel="drift", kind="quarantine")(get_current_context())
         return [b.to_dict() for b in result.pending]
 
-    @task
+    @task(multiple_outputs=False)
     def prepare_reference() -> dict:
         """The champion's reference profile, built once per model version and stored with it in MLflow."""
-        import numpy as np
+        from include.mlops.drift_run import prepare_reference as prepare
+        from include.mnist.spec import MNIST
 
-        from include.mlops.drift import build_reference_profile, save_profile
-        from include.mlops.registry import champion_model, log_reference
-        from include.mnist.data import load_split
+        return prepare(MNIST, _settings(), int(get_current_context()["params"]["reference_size"]))
 
-        params = get_current_context()["params"]
-        settings = _settings()
-        champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir)
-        version = champion.version if champion else "none"
-        size = int(params["reference_size"])
-        directory = settings.reports_dir / "drift" / "reference" / f"{settings.model_name}-v{version}-n{size}"
-        if not (directory / "profile.json").exists():
-            train = load_split(settings.data_dir, "train")
-            pick = np.sort(np.random.default_rng(0).choice(len(train.images), size, replace=False))
-            profile = build_reference_profile(
-                train.images[pick],
-                champion.state_dict if champion else None,
-                version,
-                meta={"model_name": settings.model_name, "reference": f"train split, {size} images, seed 0"},
-            )
-            save_profile(profile, directory)
-            if champion:
-                uri = log_reference(settings.mlflow_tracking_uri, champion.run_id, directory)
-                print(f"reference profile of v{version} stored at {directory} and {uri}")
-        else:
-            print(f"reference profile of v{version} reused from {directory}")
-        if champion is None:
-            print("no champion model yet: drift is measured on image features only")
-        return {
-            "model_version": version,
-            "model_path": champion.state_dict if champion else None,
-            "profile_dir": str(directory),
-        }
-
-    @task(map_index_template="{{ task.op_kwargs['batch']['name'] }}")
+    @task(multiple_outputs=False, map_index_template="{{ task.op_kwargs['batch']['name'] }}")
     def measure_batch(batch: dict, reference: dict) -> dict:
-        """Fast drift decision on one batch, Evidently's HTML/JSON reports, MLflow run, then the processed marker."""
-        from datetime import UTC
-        from pathlib import Path
-
+        """Fast drift decision on one batch, Evidently's reports and their agreement, MLflow run, processed marker."""
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
-        from include.mlops.drift import CATEGORICAL, batch_features, load_batch, load_profile, write_reports
-        from include.mlops.drift_stats import decide, summarize_reference
-        from include.mlops.files import write_json
-        from include.mlops.registry import log_batch_run
+        from include.mlops.drift_run import measure_batch as measure
+        from include.mnist.spec import MNIST
 
         ctx = get_current_context()
-        store, settings = _store(), _settings()
-        done = store.record(batch["sha256"])
-        if done is not None:
-            print(f"batch {batch['name']} was already processed at {done['measured_at']}: not measured again")
-            return _summary(done)
-        images, labels = load_batch(Path(batch["path"]))
-        profile = load_profile(Path(reference["profile_dir"]))
-        current = batch_features(images, profile, reference["model_path"])
-        decision = decide(summarize_reference(profile.columns, CATEGORICAL), current, ctx["params"]["drift_share"])
-        report_dir = settings.reports_dir / "drift" / f"{batch['name']}-{batch['sha256'][:12]}"
-        write_json(report_dir / "decision.json", decision.to_dict())
-        report = write_reports(profile.columns, current, report_dir, ctx["params"]["drift_share"], labels=labels)
-        files = [Path(p) for p in (report.html_path, report.json_path, report.classification_html, report.classification_json) if p]
-        mlflow_run = log_batch_run(
-            tracking_uri=settings.mlflow_tracking_uri,
-            experiment_name="mnist-drift",
-            artifact_root=settings.mlflow_artifact_root,
-            batch_sha256=batch["sha256"],
-            run_name=batch["name"],
-            params={"batch": batch["name"], "model_version": reference["model_version"], "rows": decision.current_rows},
-            metrics={"drift_share": decision.drift_share, **{f"score.{k}": v.score for k, v in decision.columns.items()}},
-            tags={"drift_detected": decision.drift_detected, "airflow.run_id": ctx["run_id"]},
-            files=files + [report_dir / "decision.json"],
-        )
-        # The reports also go to Artifactory, keyed by the batch digest so a retry overwrites them.
-        hook = ArtifactoryHook()
-        folder = f"drift-reports/{batch['name']}-{batch['sha256'][:12]}"
-        for path in files + [report_dir / "decision.json"]:
-            hook.deploy_artifact(
-                path,
-                settings.artifactory_repo,
-                f"{folder}/{path.name}",
-                properties={"drift.batch_sha256": batch["sha256"], "drift.detected": str(decision.drift_detected)},
-            )
-        record = {
-            "batch": batch,
-            "measured_at": datetime.now(UTC).isoformat(),
-            "run_id": ctx["run_id"],
-            "model_version": reference["model_version"],
-            "drift_detected": decision.drift_detected,
-            "drift_share": decision.drift_share,
-            "threshold": decision.threshold,
-            "drifted_columns": decision.drifted_columns,
-            "total_columns": len(decision.columns),
-            "scores": {k: v.score for k, v in decision.columns.items()},
-            "report": report.to_dict(),
-            "mlflow_run_id": mlflow_run,
-            "artifactory_path": f"{settings.artifactory_repo}/{folder}/",
-            "signal": None,
-        }
-        store.mark_processed(batch["sha256"], record)
-        print(
-            f"batch {batch['name']}: {len(decision.drifted_columns)}/{len(decision.columns)} features drifted "
-            f"(share {decision.drift_share:.2f}, threshold {decision.threshold}) {decision.drifted_columns}; "
-            f"report {report.html_path}"
-        )
-        return _summary(record)
+        return measure(MNIST, batch, reference, settings=_settings(), store=_store(), artifacts=ArtifactoryHook(),
+                       drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"])
 
-    @task(trigger_rule="none_failed_min_one_success")
+    @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
     def report_history() -> dict:
         """Redraw the drift history (PNG, CSV, HTML) and keep this run's summary under its run directory."""
-        from include.mlops.drift_store import write_history
-        from include.mlops.files import write_json
+        from include.mlops.drift_run import report_history as write
 
-        ctx = get_current_context()
-        settings, store = _settings(), _store()
-        records = store.records()
-        paths = write_history(records, settings.reports_dir / "drift")
-        summary = {"batches": [_summary(r) for r in records if r["run_id"] == ctx["run_id"]], "history": paths}
-        write_json(settings.run_dir(ctx["dag"].dag_id, ctx["run_id"]) / "drift.json", summary)
-        print(f"drift history {paths['html']} (plot {paths['png']})")
-        return summary
+        ctx, settings = get_current_context(), _settings()
+        return write(settings, _store(), settings.run_dir(ctx["dag"].dag_id, ctx["run_id"]), ctx["run_id"])
 
-    @task(inlets=[MNIST_DRIFT], outlets=[MNIST_DRIFT])
+    @task(multiple_outputs=False, inlets=[MNIST_DRIFT, MNIST_TRAINING_INPUT], outlets=[MNIST_DRIFT])
     def decide_retrain() -> dict:
-        """Emit one drift event for the drifted batches unless in cooldown or a retrain is active; else skip."""
-        from datetime import UTC
-
+        """Emit one drift event for the drifted batches unless one is pending or in cooldown; else skip."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.mlops.drift_policy import retrain_decision
-        from include.mlops.files import write_json
+        from include.mlops.drift_run import decide_retrain as decide
 
         ctx = get_current_context()
-        store, run_id = _store(), ctx["run_id"]
-        pending = store.unsignalled_drift(run_id)
-        events = list(ctx["inlet_events"][MNIST_DRIFT])
-        last = events[-1].timestamp if events else None
-        active = ctx["ti"].get_dr_count(dag_id=TRAINING_DAG, states=["queued", "running"])
-        now = datetime.now(UTC)
-        decision = retrain_decision(
-            [r["batch"]["name"] for r in pending], now, timedelta(hours=ctx["params"]["cooldown_hours"]), last, active
-        )
-        outcome = {**decision.to_dict(), "batches": [r["batch"]["sha256"] for r in pending], "run_id": run_id, "at": now.isoformat()}
-        write_json(_settings().run_dir(ctx["dag"].dag_id, run_id) / "decision.json", outcome)
-        if decision.action == "none":
-            raise AirflowSkipException(f"no drift: {decision.reason}")
-        store.mark_signal([r["batch"]["sha256"] for r in pending], outcome)
-        AlertNotifier(f"{decision.reason} (action: {decision.action})", channel="drift", kind="drift")(ctx)
-        if not decision.emit:
-            raise AirflowSkipException(decision.reason)
-        worst = max(pending, key=lambda r: r["drift_share"])
-        # Facts for the training run's trigger, no secrets: which batches, how strong, where the report is.
-        ctx["outlet_events"][MNIST_DRIFT].extra = {
-            "batches": [r["batch"]["name"] for r in pending],
-            "batch_sha256": [r["batch"]["sha256"] for r in pending],
-            "drift_share": worst["drift_share"],
-            "drifted_columns": worst["drifted_columns"],
-            "report": worst["report"]["json_path"],
-        }
-        return outcome
+        outcome = decide(_store(), ctx["run_id"], run_dir=_settings().run_dir(ctx["dag"].dag_id, ctx["run_id"]),
+                         cooldown=timedelta(hours=ctx["params"]["cooldown_hours"]),
+                         last_request_at=_latest_event_at(MNIST_DRIFT), last_start_at=_latest_event_at(MNIST_TRAINING_INPUT))
+        if outcome.decision.action == "none":
+            raise AirflowSkipException(f"no drift: {outcome.decision.reason}")
+        AlertNotifier(f"{outcome.decision.reason} (action: {outcome.decision.action})", channel="drift", kind="drift")(ctx)
+        if outcome.event_extra is None:
+            raise AirflowSkipException(outcome.decision.reason)
+        ctx["outlet_events"][MNIST_DRIFT].extra = outcome.event_extra
+        return outcome.record
 
     batches = ingest_batches()
     reference = prepare_reference()
@@ -271,21 +154,6 @@ def mnist_drift():
     wait_for_batch() >> batches >> reference
     # The history also runs when no batch was claimed (all quarantined): measure_batch then maps over nothing.
     [batches, measured] >> history >> decide_retrain()
-
-
-def _summary(record: dict) -> dict:
-    return {
-        "batch": record["batch"]["name"],
-        "sha256": record["batch"]["sha256"],
-        "drift_detected": record["drift_detected"],
-        "drift_share": record["drift_share"],
-        "threshold": record["threshold"],
-        "drifted_columns": record["drifted_columns"],
-        "total_columns": record["total_columns"],
-        "html_path": record["report"]["html_path"],
-        "json_path": record["report"]["json_path"],
-        "mlflow_run_id": record["mlflow_run_id"],
-    }
 
 
 mnist_drift()

@@ -11,7 +11,7 @@ from typing import Any
 class RetrainDecision:
     """Whether to emit the drift Asset event, and a reason a person can read."""
 
-    action: str  # "emit", "cooldown", "already_running" or "none"
+    action: str  # "emit", "cooldown", "pending" or "none"
     reason: str
 
     @property
@@ -28,22 +28,27 @@ def retrain_decision(
     drifted_batches: list[str],
     now: datetime,
     cooldown: timedelta,
-    last_event_at: datetime | None,
-    active_retrains: int,
+    last_request_at: datetime | None,
+    last_start_at: datetime | None,
 ) -> RetrainDecision:
-    """One event for any number of drifted batches; none inside the cooldown or while a retrain is active."""
+    """One request for any number of drifted batches; none while one is pending or inside the cooldown.
+
+    `last_request_at` is the newest drift Asset event, `last_start_at` the newest training-input Asset event
+    (a training run validated its data): the DAGs learn about each other only through Assets.
+    """
     if not drifted_batches:
         return RetrainDecision("none", "no drifted batch awaits a retrain decision")
     names = ", ".join(drifted_batches)
-    if active_retrains > 0:
-        # The queued or running retrain already answers this drift: a second one would train the same data.
-        return RetrainDecision("already_running", f"drift in {names}; a retrain is already queued or running")
-    if last_event_at is not None and now - last_event_at < cooldown:
-        until = (last_event_at + cooldown).isoformat(timespec="seconds")
+    # Pending: the newest request is newer than the newest training start, so Airflow still holds it queued.
+    if last_request_at is not None and (last_start_at is None or last_start_at < last_request_at):
         return RetrainDecision(
-            "cooldown", f"drift in {names}; last retrain request at {last_event_at.isoformat(timespec='seconds')}, "
+            "pending", f"drift in {names}; the retrain requested at {last_request_at.isoformat(timespec='seconds')} "
+            "has not started yet (no training run has validated its data since)"
+        )
+    if last_request_at is not None and now - last_request_at < cooldown:
+        until = (last_request_at + cooldown).isoformat(timespec="seconds")
+        return RetrainDecision(
+            "cooldown", f"drift in {names}; last retrain request at {last_request_at.isoformat(timespec='seconds')}, "
             f"cooldown until {until}"
         )
     return RetrainDecision("emit", f"drift in {names}; retrain scheduled")
-
-

@@ -1,4 +1,4 @@
-"""The drift DAG with dag.test(): a clean day skips, a drifted day emits one event, reruns change nothing."""
+"""The drift DAG with dag.test(): a clean day skips, a drifted day emits one event, a pending retrain holds the next."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def _states(run) -> dict[str, str]:
     return states
 
 
+def _records(home: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (home / "drift" / "processed").glob("*.json")]
+
+
 def _events(dag_id: str = "mnist_drift") -> list:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -101,6 +105,10 @@ def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db
     (day1,) = summary["batches"]
     assert day1["drift_detected"] is False
     assert Path(day1["html_path"]).exists() and Path(day1["json_path"]).exists()
+    # The report a person reads says what the verdict said, column by column (checked and recorded per batch).
+    decision_file = mlops_home / "reports" / "drift" / f"day1-clean-{day1['sha256'][:12]}" / "decision.json"
+    agreement = json.loads(decision_file.read_text())["report_agreement"]
+    assert agreement["agree"] is True and agreement["differing_columns"] == [] and day1["report_agrees"] is True
     assert Path(summary["history"]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored_report = ArtifactoryHook().get_file_info(
         settings.artifactory_repo, f"drift-reports/day1-clean-{day1['sha256'][:12]}/drift_report.json"
@@ -130,20 +138,39 @@ def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db
     alerts = (mlops_home / "alerts" / "drift.jsonl").read_text().splitlines()
     assert any(json.loads(a)["kind"] == "drift" and "retrain scheduled" in json.loads(a)["message"] for a in alerts)
 
-    # Day 3: drift again inside the cooldown: recorded and alerted, but no second retrain request.
+    # Day 3: drift again, but the day-2 request has not started a training run yet: recorded and alerted,
+    # no second request (learnt from the Asset events alone).
     _land(mlops_home, "noise", "day3-noise", seed=3)
     storm = dag.test(run_conf=SMALL)
     assert _states(storm)["decide_retrain"] == "skipped"
     assert len(_events()) == before + 1
-    records = [json.loads(p.read_text()) for p in (mlops_home / "drift" / "processed").glob("*.json")]
-    noise = next(r for r in records if r["batch"]["name"] == "day3-noise")
-    assert noise["drift_detected"] is True and noise["signal"]["action"] == "cooldown"
+    decision = json.loads((mlops_home / "runs" / "mnist_drift" / safe_name(storm.run_id) / "decision.json").read_text())
+    assert decision["action"] == "pending" and "has not started yet" in decision["reason"]
+    noise = next(r for r in _records(mlops_home) if r["batch"]["name"] == "day3-noise")
+    assert noise["drift_detected"] is True and noise["signal"]["action"] == "pending"
+
+    # A training run starts: its validate_data emits the training-input event, so the request is no longer pending.
+    training = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mnist_training.py")).dags["mnist_training"]
+    started = training.test(mark_success_pattern=r"(?!validate_data$).*")
+    assert _states(started)["validate_data"] == "success"
+
+    # Day 4: drift inside the cooldown: no second request.
+    _land(mlops_home, "rotation", "day4-rotated", seed=4)
+    assert _states(dag.test(run_conf=SMALL))["decide_retrain"] == "skipped"
+    rotated = next(r for r in _records(mlops_home) if r["batch"]["name"] == "day4-rotated")
+    assert rotated["drift_detected"] is True and rotated["signal"]["action"] == "cooldown"
+
+    # Day 5: the cooldown over (0 h), the next drift is requested again.
+    _land(mlops_home, "noise", "day5-noise", seed=5)
+    requested = dag.test(run_conf={**SMALL, "cooldown_hours": 0})
+    assert _states(requested)["decide_retrain"] == "success"
+    assert len(_events()) == before + 2 and _events()[-1].extra["batches"] == ["day5-noise"]
 
     # The same bytes sent again are quarantined as a duplicate, never measured a second time.
-    _land(mlops_home, "clean", "day4-resent", seed=1)
+    _land(mlops_home, "clean", "day6-resent", seed=1)
     processed = sorted(p.name for p in (mlops_home / "drift" / "processed").iterdir())
     resent = dag.test(run_conf=SMALL)
     assert _states(resent)["measure_batch"] == "skipped"
     assert sorted(p.name for p in (mlops_home / "drift" / "processed").iterdir()) == processed
-    assert any("duplicate" in json.loads(p.read_text())["reason"] for p in quarantine.glob("day4-resent*.reason.json"))
-    assert len(_events()) == before + 1
+    assert any("duplicate" in json.loads(p.read_text())["reason"] for p in quarantine.glob("day6-resent*.reason.json"))
+    assert len(_events()) == before + 2

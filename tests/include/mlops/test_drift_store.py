@@ -7,17 +7,21 @@ import json
 import re
 import zipfile
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from include.mlops.drift import load_batch
+from include.mlops.drift import load_batch as load_any_batch
 from include.mlops.drift_policy import retrain_decision
 from include.mlops.drift_store import DriftStore, ingest, write_history
 from include.mlops.files import append_json_line as write_alert
-from include.mnist.data import sha256_file
+from include.mlops.files import sha256_file
+from include.mnist.spec import MNIST
 
+# What the drift DAG validates a landed file with: the MNIST model's image shape and classes.
+load_batch = partial(load_any_batch, image_shape=MNIST.image_shape, num_classes=MNIST.num_classes)
 GOOD = np.zeros((5, 28, 28), np.uint8)
 
 
@@ -137,19 +141,25 @@ def test_drift_outbox_survives_a_failed_decision_and_is_handled_once(store: Drif
 NOW = datetime(2026, 3, 1, 6, tzinfo=UTC)
 
 
+H = timedelta(hours=1)
+
+
 @pytest.mark.parametrize(
-    ("drifted", "last_event", "active", "action"),
+    ("drifted", "last_request", "last_start", "action"),
     [
-        ([], None, 0, "none"),
-        (["b1"], None, 0, "emit"),
-        (["b1", "b2"], NOW - timedelta(hours=30), 0, "emit"),
-        (["b1"], NOW - timedelta(hours=2), 0, "cooldown"),
-        (["b1"], None, 1, "already_running"),
-        (["b1"], NOW - timedelta(hours=2), 1, "already_running"),
+        ([], None, None, "none"),
+        ([], NOW - 2 * H, None, "none"),
+        (["b1"], None, None, "emit"),  # never requested: whether training ever ran does not matter
+        (["b1"], None, NOW - 5 * H, "emit"),
+        (["b1", "b2"], NOW - 30 * H, NOW - 29 * H, "emit"),  # requested, started, cooldown over
+        (["b1"], NOW - 2 * H, NOW - 1 * H, "cooldown"),  # started, but the last request is recent
+        (["b1"], NOW - 2 * H, None, "pending"),  # requested, no training run has started since
+        (["b1"], NOW - 30 * H, NOW - 40 * H, "pending"),  # the last start predates the request: still queued
+        (["b1"], NOW - 2 * H, NOW - 2 * H, "cooldown"),  # started at the request's instant: picked up
     ],
 )
-def test_retrain_decision(drifted, last_event, active, action):
-    decision = retrain_decision(drifted, NOW, timedelta(hours=24), last_event, active)
+def test_retrain_decision(drifted, last_request, last_start, action):
+    decision = retrain_decision(drifted, NOW, timedelta(hours=24), last_request, last_start)
     assert decision.action == action
     assert decision.emit is (action == "emit")
     for name in drifted:
