@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,20 @@ def jfrog_conn(monkeypatch: pytest.MonkeyPatch, jfrog_server: JFrogCompatServer)
     monkeypatch.setenv("AIRFLOW_CONN_JFROG_DEFAULT", json.dumps(
         {"conn_type": "jfrog", "host": jfrog_server.url, "password": jfrog_server.token}))
     return "jfrog_default"
+
+
+@pytest.fixture
+def extra_links() -> Callable[[str, str, str], dict[str, str | None]]:
+    """A task instance's extra links as the API server answers them (the route the UI calls), after a run."""
+    from airflow.api_fastapi.core_api.routes.public.extra_links import get_extra_links
+    from airflow.models.dagbag import DBDagBag
+    from airflow.utils.session import create_session
+
+    def links(dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        with create_session() as session:
+            return get_extra_links(dag_id, run_id, task_id, session=session, dag_bag=DBDagBag()).extra_links
+
+    return links
 
 
 # -- one contract suite, two targets ------------------------------------------------------------------

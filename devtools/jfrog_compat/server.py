@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
 DEFAULT_TOKEN = "local-test-token"
-DEFAULT_REPOS = ("ml-models-local", "ml-models-release")
+DEFAULT_REPOS = ("ml-models-local", "ml-models-release", "mnist-data-local")  # the pipeline's repositories
 ARTIFACTORY_VERSION = "7.104.0-local"
 XRAY_VERSION = "3.120.0-local"
 CHUNK = 1024 * 1024

@@ -43,7 +43,7 @@ class XrayScanTimeoutError(JFrogApiError):
 
 
 class XraySummaryError(JFrogApiError):
-    """Xray answered a summary request but listed some identifiers in `errors` (contract X5)."""
+    """Xray answered a summary request but listed some identifiers in `errors` (Xray "Artifact Summary")."""
 
 
 class MalformedScanResultError(JFrogApiError):

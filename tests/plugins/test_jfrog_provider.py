@@ -101,18 +101,9 @@ def test_links_are_registered_by_the_operators_only():
 # -- links after a real run, resolved the way the API server resolves them ----------------------------
 
 
-def _links_of(dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
-    """What `GET /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links` answers."""
-    from airflow.api_fastapi.core_api.routes.public.extra_links import get_extra_links
-    from airflow.models.dagbag import DBDagBag
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return get_extra_links(dag_id, run_id, task_id, session=session, dag_bag=DBDagBag()).extra_links
-
-
 @pytest.mark.e2e
-def test_links_resolve_from_the_xcom_table_after_real_runs(dag_test, jfrog_conn, jfrog_server, tmp_path):
+def test_links_resolve_from_the_xcom_table_after_real_runs(dag_test, jfrog_conn, jfrog_server, tmp_path,
+                                                          extra_links):
     from airflow.sdk import DAG
 
     model = tmp_path / "model.pt"
@@ -128,12 +119,12 @@ def test_links_resolve_from_the_xcom_table_after_real_runs(dag_test, jfrog_conn,
     run = dag_test(dag)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"upload": "success", "gate": "failed"}  # the gate blocks on the planted CVE
-    assert _links_of(dag.dag_id, run.run_id, "upload") == {
+    assert extra_links(dag.dag_id, run.run_id, "upload") == {
         "Artifactory": f"{jfrog_server.url}/ui/repos/tree/General/ml-models-local/mnist/links/model.pt"}
     [(_, path, _)] = jfrog_server.requests_matching("GET", r"/scan/graph/")[-1:]
     scan_id = path.rsplit("/", 1)[-1]
     # a failed gate still shows the scan that failed it
-    assert _links_of(dag.dag_id, run.run_id, "gate") == {
+    assert extra_links(dag.dag_id, run.run_id, "gate") == {
         "Xray scan": f"{jfrog_server.url}/ui/scans-list/graph/{scan_id}"}
 
 

@@ -1,4 +1,8 @@
-"""Artifactory operators: upload, set properties, promote, publish build-info (contract A3, A9, A11, A13)."""
+"""Artifactory operators: upload, set properties, promote, publish build-info.
+
+JFrog REST APIs pages: "Deploy Artifact", "Set Item Properties", "Copy Item", "Build Upload"
+(https://jfrog.com/help/r/jfrog-rest-apis).
+"""
 
 from __future__ import annotations
 
@@ -240,7 +244,7 @@ class ArtifactoryPromoteOperator(_ArtifactoryOperator):
 
 
 def build_timestamp(when: dt.datetime) -> str:
-    """Build-info `started`: yyyy-MM-dd'T'HH:mm:ss.SSSZ, e.g. 2026-05-01T12:00:00.000+0000 (contract A13)."""
+    """Build-info `started`: yyyy-MM-dd'T'HH:mm:ss.SSSZ, e.g. 2026-05-01T12:00:00.000+0000 ("Build Upload" sample)."""
     when = when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}" + when.strftime("%z")
 
@@ -252,7 +256,7 @@ def build_artifact(raw: Any, index: int) -> dict[str, Any]:
     path = str(raw.get("path") or "").strip("/")
     missing = [k for k in ("sha1", "sha256", "md5") if not raw.get(k)]
     if not path or missing:
-        # contract A13: Artifactory links build and artifacts only with correct sha1/md5
+        # "Build Upload": Artifactory links a build and its artifacts only with correct sha1/md5
         raise AirflowFailException(f"artifacts[{index}] ({path or raw!r}) needs path, sha1, sha256 and md5; "
                                    f"missing {missing or ['path']}")
     name = str(raw.get("name") or posixpath.basename(path))
@@ -264,7 +268,7 @@ def build_artifact(raw: Any, index: int) -> dict[str, Any]:
 
 
 class ArtifactoryPublishBuildInfoOperator(_ArtifactoryOperator):
-    """Publish a build-info (one module listing the artifacts) and link the artifacts to it (contract A13).
+    """Publish a build-info (one module listing the artifacts) and link the artifacts to it ("Build Upload").
 
     :param build_name: build name, e.g. ``mnist-training`` (templated).
     :param build_number: build number, e.g. ``{{ run_id }}`` (templated).
@@ -318,7 +322,7 @@ class ArtifactoryPublishBuildInfoOperator(_ArtifactoryOperator):
         self.link_artifacts = link_artifacts
 
     def build_info(self, started: dt.datetime, context: Context | Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The build-info JSON (contract A13) for the rendered arguments."""
+        """The build-info JSON (build-info-go `BuildInfo` fields) for the rendered arguments."""
         arts_in = self.artifacts
         if isinstance(arts_in, Mapping):  # a single upload XCom
             arts_in = [arts_in]
