@@ -81,14 +81,19 @@ def prepare_reference(spec: ModelSpec, settings: Any, size: int) -> dict[str, An
             "profile_dir": str(directory)}
 
 
-def report_agreement(verdict_flags: Mapping[str, bool], report_flags: Mapping[str, bool], drift_share: float,
-                     verdict: bool) -> dict[str, Any]:
-    """Whether Evidently's report says what the verdict said, column by column and for the dataset."""
+def report_agreement(batch: str, verdict_flags: Mapping[str, bool], report_flags: Mapping[str, bool],
+                     drift_share: float, verdict: bool, sample_rows: int) -> dict[str, Any]:
+    """Whether Evidently's report says what the verdict said, column by column and for the batch; WARNING if not."""
     report_share = sum(report_flags.values()) / len(report_flags) if report_flags else 0.0
     report_verdict = bool(report_flags) and report_share >= drift_share
     differing = sorted(c for c in set(verdict_flags) | set(report_flags) if verdict_flags.get(c) != report_flags.get(c))
-    return {"agree": not differing and report_verdict == verdict, "differing_columns": differing,
-            "verdict": verdict, "report_verdict": report_verdict, "report_drift_share": report_share}
+    agreement = {"agree": not differing and report_verdict == verdict, "differing_columns": differing,
+                 "verdict": verdict, "report_verdict": report_verdict, "report_drift_share": report_share,
+                 "report_rows": sample_rows}
+    if not agreement["agree"]:
+        log.warning("batch %s: the Evidently report (%d sampled rows) disagrees with the drift verdict on %s "
+                    "(verdict %s, report %s)", batch, sample_rows, differing, verdict, report_verdict)
+    return agreement
 
 
 def measure_batch(
@@ -112,12 +117,8 @@ def measure_batch(
     key = f"{batch['name']}-{batch['sha256'][:12]}"
     report_dir = settings.reports_dir / "drift" / key
     report = write_reports(profile.columns, current, report_dir, drift_share, labels=labels)
-    agreement = report_agreement({k: c.drifted for k, c in decision.columns.items()}, report.evidently_flags,
-                                 drift_share, decision.drift_detected)
-    if not agreement["agree"]:
-        log.warning("batch %s: the Evidently report (%d sampled rows) disagrees with the drift verdict on %s "
-                    "(verdict %s, report %s)", batch["name"], report.sample_rows, agreement["differing_columns"],
-                    agreement["verdict"], agreement["report_verdict"])
+    agreement = report_agreement(batch["name"], {k: c.drifted for k, c in decision.columns.items()},
+                                 report.evidently_flags, drift_share, decision.drift_detected, report.sample_rows)
     write_json(report_dir / "decision.json", {**decision.to_dict(), "report_agreement": agreement})
     files = [Path(p) for p in (report.html_path, report.json_path, report.classification_html,
                                report.classification_json, report_dir / "decision.json") if p]
