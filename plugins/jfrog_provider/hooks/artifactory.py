@@ -131,7 +131,7 @@ class _Digests:
             self._sha1.update(data)
             self._md5.update(data)
         else:
-            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core (goal U1)
+            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core
             self._worker = self._start(self._sha1.update)
         self.sha256 = hashlib.sha256(data).hexdigest()
 
