@@ -1,22 +1,17 @@
 """
 ### MNIST training: validate → train → evaluate → register → publish → SBOM → Xray → promote → release → champion
 
-Runs nightly at 02:00 UTC, whenever a new training data version or a drift verdict lands (Assets), and on
-demand from the trigger form. A data-version event names the files in Artifactory: `validate_data` downloads
-them, checks each sha256 against the event and validates them; otherwise the bundled copy is used. The data
-version goes to the MLflow run (`data.version`) and the lineage.
+Runs nightly at 02:00 UTC, when a training data version or a drift verdict lands (Assets), and on demand.
+`validate_data` uses the data version a `mnist_training_data` event names (downloaded from Artifactory, each
+sha256 checked against the event) or else the bundled copy; the version is recorded in MLflow and the lineage.
+`scan_model` is the Xray policy gate. `promote_model` then checks the accuracy and champion gates and uploads
+the evidence pack whatever the decision; a blocked version keeps `challenger` and the run fails naming the
+gate and its figures. `release_model` copies the file to the release repository. `set_champion` is the commit
+point: it moves the MLflow alias `champion` last, so a crash at any earlier step leaves `champion` where it
+was and clearing the failed task reruns the rest without duplicates.
 
-`scan_model` is the Xray policy gate: a blocking finding fails it, naming the CVE, component and threshold.
-`promote_model` runs only after it: it checks the accuracy and champion-vs-challenger gates and uploads the
-evidence pack whatever the decision; a blocked version keeps `challenger` and the run fails, naming the gate
-and its figures. `release_model` copies the file from the staging repository to the release repository.
-`set_champion` is the commit point: it moves the MLflow alias `champion` last, so a crash or kill at any
-earlier step leaves `champion` where it was and clearing the failed task reruns the rest without duplicates.
-
-Each task returns the run summary so far (references only: file paths under a run-scoped directory, MLflow
-ids, Artifactory repo/path + sha256, metric dicts); the one after an operator reads it from the task before
-that operator, so the graph's edges are exactly the order above. The logic lives in `include/mlops`
-(model-agnostic, given the model as `include.mnist.spec.MNIST`).
+Each task returns the run summary so far (references only); a task after an operator reads it from the task
+before that operator, so the graph's edges are the order above. The steps live in `include/mlops`.
 """
 
 from __future__ import annotations
@@ -81,9 +76,7 @@ def _trainer(params: dict) -> Callable[..., dict]:
 
     from include.mnist.train import train_in_process
 
-    def variable(key: str):
-        return Variable.get(key, default=None)
-
+    variable = partial(Variable.get, default=None)
     container = ContainerTraining.resolve(params, variable)
     if container is not None:
         return partial(container.train, get_current_context())
@@ -103,54 +96,35 @@ def _trainer(params: dict) -> Callable[..., dict]:
     tags=["mnist", "training", "mlflow", "jfrog"],
     default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=20)},
     params={
-        "preset": Param(
-            "fast", type="string", enum=["fast", "quality"],
-            description="fast: about 99.0 % in seconds on a CPU (nightly); quality: about 99.5 %, minutes on a CPU.",
-        ),
+        "preset": Param("fast", type="string", enum=["fast", "quality"], description="fast: about 99.0 % in "
+                        "seconds on a CPU (nightly); quality: about 99.5 %, minutes on a CPU."),
         "epochs": Param(0, type="integer", minimum=0, maximum=50, description="Training epochs (0 = the preset's)."),
         "batch_size": Param(0, type="integer", minimum=0, maximum=4096, description="Mini-batch size (0 = the preset's)."),
         "learning_rate": Param(0, type="number", minimum=0, maximum=1, description="Peak LR (0 = the preset's)."),
         "seed": Param(42, type="integer", minimum=0, description="Seed for shuffling and initialisation."),
-        "precision": Param(
-            "auto", type="string", enum=["auto", "fp32", "bf16"],
-            description="auto: bf16 autocast where the GPU or CPU computes bf16 natively, else fp32.",
-        ),
+        "precision": Param("auto", type="string", enum=["auto", "fp32", "bf16"],
+                           description="auto: bf16 autocast where the GPU or CPU computes bf16 natively, else fp32."),
         "min_accuracy": Param(0.985, type="number", minimum=0, maximum=1, description="Absolute test-accuracy gate."),
-        "max_regression": Param(
-            0.002, type="number", minimum=0, maximum=1, description="Allowed accuracy drop versus the champion."
-        ),
-        "max_train_samples": Param(
-            0, type="integer", minimum=0, description="Cap on training images for quick runs (0 = all 60,000)."
-        ),
-        "max_test_samples": Param(
-            0, type="integer", minimum=0, description="Cap on test images for quick runs (0 = all 10,000)."
-        ),
-        "severity_threshold": Param(
-            XRAY_POLICY["severity_threshold"], type="string", enum=list(SEVERITIES),
-            description="Xray findings at or above this block promotion.",
-        ),
-        "xray_watches": Param(
-            [], type="array", items={"type": "string"}, description="Xray watches that give the scan a policy context."
-        ),
+        "max_regression": Param(0.002, type="number", minimum=0, maximum=1,
+                                description="Allowed accuracy drop versus the champion."),
+        "max_train_samples": Param(0, type="integer", minimum=0,
+                                   description="Cap on training images for quick runs (0 = all 60,000)."),
+        "max_test_samples": Param(0, type="integer", minimum=0,
+                                  description="Cap on test images for quick runs (0 = all 10,000)."),
+        "severity_threshold": Param(XRAY_POLICY["severity_threshold"], type="string", enum=list(SEVERITIES),
+                                    description="Xray findings at or above this block promotion."),
+        "xray_watches": Param([], type="array", items={"type": "string"},
+                              description="Xray watches that give the scan a policy context."),
         # null = the deployment's setting, read when train_model runs: Variables at parse time would cost a
         # metadata round trip per parse and freeze the value into the serialised DAG.
-        "train_in_container": Param(
-            None, type=["null", "boolean"],
-            description="Train in the training image through Docker (null: Variable mnist_train_in_container, else no).",
-        ),
-        "train_on_kubernetes": Param(
-            None, type=["null", "boolean"],
-            description="Train in a Kubernetes pod (null: Variable mnist_train_on_kubernetes, else no).",
-        ),
-        "training_image": Param(
-            None, type=["null", "string"],
-            description="Training image (null: Variable mnist_training_image, MLOPS_TRAINING_IMAGE, else "
-            "mnist-mlops-training:0.1.0).",
-        ),
-        "gpus": Param(
-            None, type=["null", "integer"], minimum=0, maximum=8,
-            description="GPUs for the training container (0 = none; null: Variable mnist_training_docker's gpus, else 0).",
-        ),
+        "train_in_container": Param(None, type=["null", "boolean"], description="Train in the training image "
+                                    "through Docker (null: Variable mnist_train_in_container, else no)."),
+        "train_on_kubernetes": Param(None, type=["null", "boolean"], description="Train in a Kubernetes pod "
+                                     "(null: Variable mnist_train_on_kubernetes, else no)."),
+        "training_image": Param(None, type=["null", "string"], description="Training image (null: Variable "
+                                "mnist_training_image, MLOPS_TRAINING_IMAGE, else mnist-mlops-training:0.1.0)."),
+        "gpus": Param(None, type=["null", "integer"], minimum=0, maximum=8, description="GPUs for the training "
+                      "container (0 = none; null: Variable mnist_training_docker's gpus, else 0)."),
     },
 )
 def mnist_training():
@@ -198,7 +172,7 @@ def mnist_training():
                                                params["max_test_samples"] or None, champion)
         return {**run, "evaluation": evaluation}
 
-    @task(multiple_outputs=True)  # publish_model and release_model read single keys
+    @task(multiple_outputs=True)  # publish_model reads single keys
     def register_model(run: dict) -> dict:
         """Log params, per-epoch metrics, datasets and the model to MLflow; register it as `challenger`."""
         from include.mlops.lineage import code_version
@@ -248,37 +222,27 @@ def mnist_training():
 
         with _no_retry():
             committed = commit_champion(_summary("promote_model"), released, ArtifactoryHook())
-        get_current_context()["outlet_events"][MNIST_CHAMPION].extra = {
-            key: committed[key] for key in ("model_name", "version", "sha256")
-        }
+        event = {key: committed[key] for key in ("model_name", "version", "sha256")}
+        get_current_context()["outlet_events"][MNIST_CHAMPION].extra = event
         return committed
 
     registered = register_model(evaluate_model(train_model(validate_data())))
     published = ArtifactoryUploadOperator(
-        task_id="publish_model",
-        local_path=registered["model_path"],
-        repo=registered["artifactory_repo"],
-        target_path=registered["artifactory_model_path"],
-        properties=registered["publish_properties"],
+        task_id="publish_model", local_path=registered["model_path"], repo=registered["artifactory_repo"],
+        target_path=registered["artifactory_model_path"], properties=registered["publish_properties"],
     )
     sbom = generate_sbom(published.output)
     scan = XrayScanGateOperator(
-        task_id="scan_model",
-        sbom_path=sbom["sbom_path"],
-        watches="{{ params.xray_watches | join(',') }}",
-        severity_threshold="{{ params.severity_threshold }}",
-        allowlist=XRAY_POLICY["allowlist"],
+        task_id="scan_model", sbom_path=sbom["sbom_path"], watches="{{ params.xray_watches | join(',') }}",
+        severity_threshold="{{ params.severity_threshold }}", allowlist=XRAY_POLICY["allowlist"],
     )
     promoted = promote_model(scan.output)
     # Copy the gated file from the staging repo to the release repo; idempotent, so a rerun re-stamps only.
     # The `mlflow.alias` stamp is not set here: set_champion moves it with the alias.
     released = ArtifactoryPromoteOperator(
-        task_id="release_model",
-        source_repo=promoted["artifactory_repo"],
-        source_path=promoted["artifactory_model_path"],
-        target_repo=promoted["artifactory_release_repo"],
-        copy=True,
-        properties=promoted["release_properties"],
+        task_id="release_model", source_repo=promoted["artifactory_repo"],
+        source_path=promoted["artifactory_model_path"], target_repo=promoted["artifactory_release_repo"],
+        copy=True, properties=promoted["release_properties"],
     )
     set_champion(released.output)
 

@@ -52,15 +52,36 @@ def test_training_params_form_is_typed(dagbag):
     assert params.get_param("preset").schema["enum"] == ["fast", "quality"]
 
 
-def test_training_chain_order(dagbag):
+def test_training_graph_is_the_chain(dagbag):
+    """The drawn edges are the order the tasks run in, nothing more: each task has only its predecessor upstream."""
     dag = dagbag.dags["mnist_training"]
     order = [
         "validate_data", "train_model", "evaluate_model", "register_model",
         "publish_model", "generate_sbom", "scan_model", "promote_model", "release_model", "set_champion",
     ]
     assert set(order) == set(dag.task_ids)
+    assert dag.get_task(order[0]).upstream_task_ids == set()
     for upstream, downstream in zip(order, order[1:], strict=False):
-        assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} must run before {downstream}"
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}, f"{downstream} must follow only {upstream}"
+
+
+@pytest.mark.parametrize("dag_file", ["mnist_training.py", "mnist_drift.py"])
+def test_tasks_state_multiple_outputs_and_pull_no_xcom_in_templates(dag_file):
+    """No `multiple_outputs` inferred from a `-> dict` annotation, and no xcom_pull hidden in a template string."""
+    import ast
+    import re
+
+    source = (REPO_ROOT / "dags" / dag_file).read_text()
+    assert not re.search(r"\{\{[^}]*xcom_pull", source), "pass an XComArg reference instead of a template pull"
+    decorated = 0
+    for node in ast.walk(ast.parse(source)):
+        for deco in getattr(node, "decorator_list", []):
+            target = deco.func if isinstance(deco, ast.Call) else deco
+            if isinstance(target, ast.Name) and target.id == "task":
+                decorated += 1
+                keywords = {k.arg for k in deco.keywords} if isinstance(deco, ast.Call) else set()
+                assert "multiple_outputs" in keywords, f"{dag_file}: @task {node.name} leaves multiple_outputs implicit"
+    assert decorated >= 5
 
 
 def test_champion_moves_last_and_only_after_every_task(dagbag):
