@@ -17,11 +17,9 @@ IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-i
 
 def publish(version: str) -> None:
     """Publish the bundled MNIST files as a data version, SHA256SUMS last (what a data team's upload does)."""
-    from jfrog_provider.hooks.artifactory import ArtifactoryHook
+    from devtools.jfrog_compat.publish_data import publish_data_version
 
-    hook = ArtifactoryHook()
-    for name in [*IDX_FILES, "SHA256SUMS"]:
-        hook.deploy_artifact(BUNDLED / name, DATA_REPO, f"mnist/{version}/{name}")
+    publish_data_version(BUNDLED, version)
 
 
 def bundled_digests() -> dict[str, str]:
