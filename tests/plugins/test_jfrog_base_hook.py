@@ -262,3 +262,28 @@ def test_each_retry_is_logged_with_its_reason(jfrog_conn, jfrog_server, capsys):
     fast_hook()._request("GET", "/api/system/version")
     retries = [line for line in capsys.readouterr().out.splitlines() if "; retry " in line]  # the SDK logs to stdout
     assert len(retries) == 2 and "answered 503; retry 1/5" in retries[0] and "ConnectionError" in retries[1]
+
+
+# -- the async twin (triggers) shares the policy -------------------------------------------------------
+
+
+def test_async_requests_follow_the_same_retry_and_post_rules(jfrog_conn, jfrog_server):
+    import asyncio
+
+    async def go() -> None:
+        hook = fast_hook(ArtifactoryHook)
+        jfrog_server.inject_faults(VERSION, [{"status": 503}, {"status": 429, "retry_after": "0"}])
+        assert (await hook._arequest("GET", "/api/system/version")).json()["version"]
+        jfrog_server.inject_faults(r"/api/move/", [{"reset": True}])
+        with pytest.raises(JFrogApiError) as err:
+            await hook._arequest("POST", "/api/move/ml-models-local/a?to=/ml-models-release/a")
+        assert err.value.status is None
+        jfrog_server.inject_faults(VERSION, [{"status": 403, "body": f"no, {jfrog_server.token}"}])
+        with pytest.raises(JFrogApiError) as err:
+            await hook._arequest("GET", "/api/system/version")
+        assert err.value.status == 403 and jfrog_server.token not in str(err.value)
+        await hook.aclose()
+
+    asyncio.run(go())
+    assert len(jfrog_server.requests_matching("GET", VERSION)) == 4
+    assert len(jfrog_server.requests_matching("POST", r"/api/move/")) == 1

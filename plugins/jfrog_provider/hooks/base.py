@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -248,9 +249,11 @@ class JFrogHook(BaseHook):
     def async_client(self) -> httpx.AsyncClient:
         """The async twin of `session`, for triggers; call `aconfig()` first so no sync lookup runs on the loop."""
         cfg = self.config
+        # httpx takes a CA bundle as an SSL context (a path string is deprecated in httpx 0.28)
+        verify = ssl.create_default_context(cafile=cfg.verify) if isinstance(cfg.verify, str) else cfg.verify
         # httpx drops Authorization when a redirect leaves the origin, as requests does
         return httpx.AsyncClient(
-            headers=self._auth_headers(), auth=(cfg.login, cfg.token) if cfg.login else None, verify=cfg.verify,
+            headers=self._auth_headers(), auth=(cfg.login, cfg.token) if cfg.login else None, verify=verify,
             timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, CONNECT_TIMEOUT_MAX)),
             follow_redirects=True)
 
