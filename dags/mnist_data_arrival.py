@@ -6,14 +6,17 @@ A data version is published as a folder `mnist-data-local/mnist/<version>/` hold
 `t10k-labels-idx1-ubyte.gz`) and, uploaded last, their `SHA256SUMS`.
 
 1. `wait_for_data_version` (deferrable `ArtifactoryArtifactSensor`) waits in the triggerer for a
-   `SHA256SUMS` under `mnist/` whose folder is not stamped `mnist.data.announced`. It returns the oldest
-   such version first, so versions are announced in the order they were published. Nothing new within the
-   timeout is a skip, and the next run (the DAG runs continuously) starts waiting again.
-2. `download_data_version` downloads the files, each checked against Artifactory's sha256.
-3. `validate_data_version` checks them against SHA256SUMS, the IDX format, record counts and labels.
+   `SHA256SUMS` under `mnist/` that carries no `mnist.data.status`. It returns the oldest such version first,
+   so versions are announced in the order they were published. Nothing new within the timeout is a skip,
+   and the next run (the DAG runs continuously) starts waiting again.
+2. `download_data_version` downloads the files, each checked against Artifactory's sha256 (a file still
+   uploading is a failure that retries).
+3. `validate_data_version` checks them against SHA256SUMS, the IDX format, record counts and labels. A
+   version that fails, or is not one folder `mnist/<name>`, is stamped `mnist.data.status=rejected` with
+   the reason in `mnist.data.rejected`, so it never blocks the versions after it.
 4. `announce_data_version` emits the `mnist_training_data` Asset event, extra
    `{"data_version", "repo", "folder", "digests": {file: sha256}}`, which schedules `mnist_training`.
-5. `mark_announced` stamps the folder (recursively) `mnist.data.announced=true`, so the version is never
+5. `mark_announced` stamps the folder (recursively) `mnist.data.status=announced`, so the version is never
    announced twice. Should the stamp fail after the event, the next run finds the event in the Asset's
    history and only stamps.
 """
@@ -30,9 +33,19 @@ from include.assets import MNIST_TRAINING_DATA
 
 DATA_REPO = "mnist-data-local"
 DATA_PATH = "mnist"
-ANNOUNCED = "mnist.data.announced"
+STATUS = "mnist.data.status"  # "announced" or "rejected": either way the sensor looks past the version
 # how many of the Asset's newest events to search for a version announced before its stamp was set
 HISTORY = 50
+
+
+def _reject(path: str, reason: str) -> None:
+    """Stamp a version (its folder, or a misplaced SHA256SUMS) rejected, then fail the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+    ArtifactoryHook().set_item_properties(DATA_REPO, path, {STATUS: "rejected", "mnist.data.rejected": reason[:500]},
+                                          recursive=True)
+    raise AirflowFailException(f"{DATA_REPO}/{path}: {reason}")
 
 
 @dag(
@@ -51,7 +64,7 @@ def mnist_data_arrival():
         repo=DATA_REPO,
         path=DATA_PATH,
         pattern="SHA256SUMS",
-        skip_if_property=ANNOUNCED,
+        skip_if_property=STATUS,
         poll_interval=60,
         timeout=6 * 3600,
         soft_fail=True,
@@ -63,17 +76,15 @@ def mnist_data_arrival():
         """Download the oldest new version's four IDX files and SHA256SUMS, each checked against its sha256."""
         import re
 
-        from airflow.sdk.exceptions import AirflowFailException
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
         from include.mnist.data import CHECKSUMS_FILE, MNIST_FILES
         from include.settings import PipelineSettings
 
         ctx, folder = get_current_context(), items[0]["path"].rsplit("/", 1)[0]
-        version = folder.removeprefix(f"{DATA_PATH}/")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", version):
-            raise AirflowFailException(f"{DATA_REPO}/{items[0]['path']}: a data version is one folder "
-                                       f"{DATA_PATH}/<name> of letters, digits, '.', '_' or '-'")
+        parent, _, version = folder.rpartition("/")
+        if parent != DATA_PATH or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", version):
+            _reject(items[0]["path"], f"a data version is one folder {DATA_PATH}/<letters, digits, '.', '_', '-'>")
         directory = PipelineSettings.from_env().run_dir(ctx["dag"].dag_id, ctx["run_id"]) / "data" / version
         hook = ArtifactoryHook()
         for name in [CHECKSUMS_FILE, *(f for pair in MNIST_FILES.values() for f in pair)]:
@@ -85,14 +96,12 @@ def mnist_data_arrival():
         """Validate the downloaded files (checksums, IDX format, counts, labels); a bad version fails here."""
         from pathlib import Path
 
-        from airflow.sdk.exceptions import AirflowFailException
-
         from include.mnist.data import DatasetError, validate_dataset
 
         try:
             report = validate_dataset(Path(downloaded["data_dir"]))
         except DatasetError as exc:  # bad data stays bad: no retry; the message names the file and field
-            raise AirflowFailException(f"data version {downloaded['data_version']}: {exc}") from exc
+            _reject(downloaded["folder"], str(exc).replace(downloaded["data_dir"], downloaded["folder"]))
         print(f"data version {downloaded['data_version']}: {report.counts} records, digests {report.digests}")
         return {**downloaded, "digests": report.digests}
 
@@ -116,7 +125,7 @@ def mnist_data_arrival():
         task_id="mark_announced",
         repo=DATA_REPO,
         path=validated["folder"],
-        properties={ANNOUNCED: "true", "mnist.data.announced_by": "{{ dag.dag_id }}/{{ run_id }}"},
+        properties={STATUS: "announced", "mnist.data.announced_by": "{{ dag.dag_id }}/{{ run_id }}"},
         recursive=True,
         trigger_rule="none_failed_min_one_success",  # also after a skipped (already announced) event
     )

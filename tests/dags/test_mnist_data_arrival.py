@@ -69,7 +69,7 @@ def test_a_published_version_is_announced_once_and_stamped(dag, jfrog_server, ml
     hook = ArtifactoryHook()
     for path in ("mnist/2026-11-30", "mnist/2026-11-30/SHA256SUMS", "mnist/2026-11-30/train-images-idx3-ubyte.gz"):
         props = hook.get_item_properties(DATA_REPO, path)
-        assert props["mnist.data.announced"] == ["true"]
+        assert props["mnist.data.status"] == ["announced"]
         assert props["mnist.data.announced_by"] == [f"mnist_data_arrival/{run.run_id}"]
     assert extra_links(dag.dag_id, run.run_id, "mark_announced") == {
         "Artifactory": f"{jfrog_server.url}/ui/repos/tree/General/{DATA_REPO}/mnist/2026-11-30"}
@@ -115,11 +115,12 @@ def test_a_version_announced_but_not_stamped_is_stamped_not_announced_again(dag)
     assert dag.test().state == "success"
     before = len(data_events())
     # as if mark_announced had failed after the event: the stamp is missing, the event is in the history
-    ArtifactoryHook().delete_item_properties(DATA_REPO, "mnist/v1", ["mnist.data.announced"], recursive=True)
+    ArtifactoryHook().delete_item_properties(DATA_REPO, "mnist/v1", ["mnist.data.status"], recursive=True)
     run = dag.test()
     assert states(run)["announce_data_version"] == "skipped" and states(run)["mark_announced"] == "success"
     assert len(data_events()) == before
-    assert ArtifactoryHook().get_item_properties(DATA_REPO, "mnist/v1/SHA256SUMS")["mnist.data.announced"] == ["true"]
+    assert ArtifactoryHook().get_item_properties(DATA_REPO, "mnist/v1/SHA256SUMS")["mnist.data.status"] == [
+        "announced"]
 
 
 @pytest.mark.e2e
@@ -138,4 +139,20 @@ def test_a_corrupt_version_fails_validation_and_is_not_announced(dag, tmp_path):
     assert run.state == "failed"
     assert states(run)["validate_data_version"] == "failed" and states(run)["announce_data_version"] == "upstream_failed"
     assert len(data_events()) == before
-    assert "mnist.data.announced" not in hook.get_item_properties(DATA_REPO, "mnist/bad").keys() | set()
+    props = hook.get_item_properties(DATA_REPO, "mnist/bad/SHA256SUMS")
+    assert props["mnist.data.status"] == ["rejected"]
+    assert "mnist/bad/train-labels-idx1-ubyte.gz" in props["mnist.data.rejected"][0]  # names the file
+    # a rejected version does not block the next one
+    publish("good")
+    assert dag.test().state == "success" and [e["data_version"] for e in data_events()[before:]] == ["good"]
+
+
+@pytest.mark.e2e
+def test_a_sha256sums_outside_a_version_folder_is_rejected(dag):
+    from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+    ArtifactoryHook().deploy_artifact(BUNDLED / "SHA256SUMS", DATA_REPO, "mnist/SHA256SUMS")
+    run = dag.test()
+    assert states(run)["download_data_version"] == "failed"
+    props = ArtifactoryHook().get_item_properties(DATA_REPO, "mnist/SHA256SUMS")
+    assert props["mnist.data.status"] == ["rejected"] and "one folder" in props["mnist.data.rejected"][0]
