@@ -41,7 +41,7 @@ class DataVersion:
 
     @classmethod
     def from_event(cls, extra: Mapping[str, Any]) -> DataVersion:
-        """Read and check an MNIST_TRAINING_DATA event's extra; DataVersionError names the bad field."""
+        """Read and check a training-data Asset event's extra; DataVersionError names the bad field."""
         for key in ("data_version", "repo", "folder", "digests"):
             if not extra.get(key):
                 raise DataVersionError(f"data event extra has no {key!r} (got keys {sorted(extra)})")

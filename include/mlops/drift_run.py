@@ -123,7 +123,7 @@ def measure_batch(
     files = [Path(p) for p in (report.html_path, report.json_path, report.classification_html,
                                report.classification_json, report_dir / "decision.json") if p]
     mlflow_run = log_batch_run(
-        tracking_uri=settings.mlflow_tracking_uri, experiment_name="mnist-drift",
+        tracking_uri=settings.mlflow_tracking_uri, experiment_name=f"{spec.name}-drift",
         artifact_root=settings.mlflow_artifact_root, batch_sha256=batch["sha256"], run_name=batch["name"],
         params={"batch": batch["name"], "model_version": reference["model_version"], "rows": decision.current_rows},
         metrics={"drift_share": decision.drift_share, **{f"score.{k}": v.score for k, v in decision.columns.items()}},
