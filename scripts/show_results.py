@@ -21,6 +21,7 @@ from include.settings import PipelineSettings  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--training-run", required=True)
+    parser.add_argument("--data-run", help="the mnist_data_arrival run that announced a new data version")
     parser.add_argument("--drift-run", required=True, action="append", help="one per drift day, in order")
     parser.add_argument("--airflow-url", default="http://127.0.0.1:8080")
     parser.add_argument(
@@ -66,7 +67,7 @@ def main() -> None:
     if history:
         print(f"\nDrift history        {history['html']}")
         print(f"                     plot {history['png']}  table {history['csv']}")
-    print_retrain(args.airflow_url, args.drift_run[-1], args.clear_queued_retrain)
+    print_retrain(args.airflow_url, args.data_run, args.drift_run[-1], args.clear_queued_retrain)
     print(f"\nAirflow UI           {args.airflow_url}  (only while Airflow runs: scripts/pipeline --keep-running)")
     print(f"MLflow UI            mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
 
@@ -98,16 +99,22 @@ def print_drift_day(settings: PipelineSettings, run_id: str) -> dict | None:
     return summary["history"]
 
 
-def print_retrain(airflow_url: str, drift_run: str, clear: bool) -> None:
-    """The drift Asset event of the drifted day and the mnist_training run it queued, from Airflow's REST API."""
-    query = urllib.parse.urlencode({"source_dag_id": "mnist_drift", "source_run_id": drift_run})
-    events = _api(airflow_url, f"/api/v2/assets/events?{query}")
+def print_retrain(airflow_url: str, data_run: str | None, drift_run: str, clear: bool) -> None:
+    """The data-version and drift Asset events and the mnist_training run they queued, from Airflow's REST API."""
+    print("\n=== retraining")
+    events = []
+    for dag_id, run_id in (("mnist_data_arrival", data_run), ("mnist_drift", drift_run)):
+        if run_id:
+            query = urllib.parse.urlencode({"source_dag_id": dag_id, "source_run_id": run_id})
+            found = _api(airflow_url, f"/api/v2/assets/events?{query}")
+            events = None if found is None or events is None else events + found.get("asset_events", [])
     queued = _api(airflow_url, "/api/v2/dags/mnist_training/assets/queuedEvents")
     if events is None or queued is None:
         print("Retrain              Airflow API unavailable: run scripts/pipeline --keep-running to inspect it")
         return
-    for event in events.get("asset_events", []):
-        print(f"Drift Asset event    {event.get('uri') or event.get('name')} at {event['timestamp']} extra {event.get('extra')}")
+    for event in events:
+        print(f"Asset event          {event.get('name') or event.get('uri')} from {event.get('source_dag_id')} at "
+              f"{event['timestamp']} extra {event.get('extra')}")
     rows = queued.get("queued_events", [])
     if rows:
         print(f"Retrain scheduled    mnist_training queued by {len(rows)} asset event(s) since {rows[0]['created_at']}")
