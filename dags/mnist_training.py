@@ -137,9 +137,10 @@ def mnist_training():
         from include.mnist.spec import MNIST
 
         ctx = get_current_context()
-        events = ctx["triggering_asset_events"].get(MNIST_TRAINING_DATA, [])
+        # Several data events queued before this run started: the newest version is the one to train on.
+        event = max(ctx["triggering_asset_events"].get(MNIST_TRAINING_DATA, []), key=lambda e: e.timestamp, default=None)
         with _no_retry():
-            dataset = prepare_dataset(events[-1].extra if events else None, bundled_dir=_settings().data_dir,
+            dataset = prepare_dataset(event.extra if event else None, bundled_dir=_settings().data_dir,
                                       directory=_run_dir() / "data", download=ArtifactoryHook().download_artifact,
                                       validate=MNIST.validate_data)
         print(f"validated data version {dataset['data_version']} in {dataset['data_dir']}: {dataset['counts']}")
@@ -153,9 +154,9 @@ def mnist_training():
         from include.mnist.train import TrainConfig
 
         params, _, _ = _context()
-        output, dataset = _run_dir() / "model.pt", run["dataset"]
-        trained = _trainer(params)(config=TrainConfig.from_params(params).to_dict(), data_dir=Path(dataset["data_dir"]),
-                                   output=output, digests=dataset["digests"])
+        output, dataset, config = _run_dir() / "model.pt", run["dataset"], TrainConfig.from_params(params).to_dict()
+        trained = _trainer(params)(config=config, data_dir=Path(dataset["data_dir"]), output=output,
+                                   digests=dataset["digests"])
         with _no_retry():
             return {**run, "trained": checked_training(trained, output)}
 
