@@ -3,7 +3,13 @@
 # Build from the repository root (.dockerignore keeps devtools/, tests/ and the virtualenvs out of the context).
 FROM apache/airflow:3.3.2-python3.11
 USER root
-RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+# The mount points of docker-compose.yaml's named volumes, owned by airflow (group 0 for another AIRFLOW_UID):
+# Docker seeds an empty named volume with the ownership of its mount point, so no container runs as root to
+# chown them.
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /opt/mlops/state /opt/mlops/mlflow-artifacts /opt/airflow/auth \
+ && chown airflow:0 /opt/mlops /opt/mlops/state /opt/mlops/mlflow-artifacts /opt/airflow/auth \
+ && chmod 0775 /opt/mlops/state /opt/mlops/mlflow-artifacts && chmod 0770 /opt/airflow/auth
 USER airflow
 COPY --chown=airflow:root requirements.txt requirements-sbom.txt /opt/mlops/
 # The runtime pins only: the test, lint and validation tools stay out of the image.
@@ -22,6 +28,11 @@ COPY --chown=airflow:root dags /opt/airflow/dags
 # The plugin modules only: jfrog_provider comes from the installed package, not a second copy on the path.
 COPY --chown=airflow:root plugins/*.py /opt/airflow/plugins/
 COPY --chown=airflow:root include /opt/airflow/include
+# The MLflow service's entrypoint and the one-shot that creates the pipeline's MLflow account (docker-compose.yaml).
+COPY --chown=root:root --chmod=0755 docker/mlflow-server.sh docker/mlflow_init.py /opt/mlops/bin/
+# With read-only root filesystems (docker-compose.yaml) Airflow must not try to write a default airflow.cfg
+# into AIRFLOW_HOME at start; an empty file leaves every setting to the environment and the defaults.
+RUN touch /opt/airflow/airflow.cfg
 ENV PYTHONPATH=/opt/airflow \
     MLOPS_SBOM_TOOL=/opt/mlops/.venv-sbom/bin/cyclonedx-py \
     MLFLOW_DISABLE_TELEMETRY=true \
