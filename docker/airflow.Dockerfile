@@ -7,9 +7,9 @@ USER root
 # Docker seeds an empty named volume with the ownership of its mount point, so no container runs as root to
 # chown them.
 RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /opt/mlops/state /opt/mlops/mlflow-artifacts /opt/airflow/auth \
- && chown airflow:0 /opt/mlops /opt/mlops/state /opt/mlops/mlflow-artifacts /opt/airflow/auth \
- && chmod 0775 /opt/mlops/state /opt/mlops/mlflow-artifacts && chmod 0770 /opt/airflow/auth
+ && mkdir -p /opt/mlops/state /opt/mlops/mlflow-artifacts /opt/airflow/auth /opt/airflow/logs \
+ && chown airflow:0 /opt/mlops /opt/mlops/state /opt/mlops/mlflow-artifacts /opt/airflow/auth /opt/airflow/logs \
+ && chmod 0775 /opt/mlops/state /opt/mlops/mlflow-artifacts /opt/airflow/logs && chmod 0770 /opt/airflow/auth
 USER airflow
 COPY --chown=airflow:root requirements.txt requirements-sbom.txt /opt/mlops/
 # The runtime pins only: the test, lint and validation tools stay out of the image.

@@ -254,7 +254,6 @@ def _database_problems(services: dict, env: dict[str, str]) -> list[str]:
     if not init or not init[0].get("source", "").endswith("docker/postgres-init.sql"):
         problems.append("postgres: docker/postgres-init.sql is not mounted into /docker-entrypoint-initdb.d/")
     for name, service in services.items():
-        owners = AIRFLOW_SERVICES if airflow_role else set()
         for key, value in _environment(service).items():
             uri = _db_uri(value)
             if uri is None or name == "postgres":
@@ -262,11 +261,11 @@ def _database_problems(services: dict, env: dict[str, str]) -> list[str]:
             user, _, database = uri
             if user == superuser:
                 problems.append(f"{name}: {key} connects as the superuser {superuser!r}")
-            elif name in owners and user != airflow_role:
+            elif name in AIRFLOW_SERVICES and user != airflow_role:
                 problems.append(f"{name}: {key} connects as {user!r}, not the Airflow role {airflow_role!r}")
             elif name == "mlflow" and user != mlflow_role:
                 problems.append(f"mlflow: {key} connects as {user!r}, not the MLflow role {mlflow_role!r}")
-            elif name not in owners | {"mlflow"}:
+            elif name not in AIRFLOW_SERVICES | {"mlflow"}:
                 problems.append(f"{name}: {key} connects to PostgreSQL, which it does not need")
             if (user == airflow_role and database != airflow_role) or (
                     user == mlflow_role and database not in {mlflow_role, f"{mlflow_role}_auth"}):
@@ -543,3 +542,55 @@ def test_docker_training_override_is_opt_in(tmp_path: Path, compose_text: str) -
     env_file.write_text(env_file.read_text().replace("DOCKER_GID=999", "DOCKER_GID="))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env=clean)
     assert proc.returncode != 0 and "required variable DOCKER_GID is missing a value" in proc.stderr
+
+
+def test_every_secret_has_a_declared_place() -> None:
+    secrets_in_example = {name for name in example_variables() if SECRET_NAME_RE.search(name)}
+    assert secrets_in_example == set(SECRET_HOLDERS), secrets_in_example ^ set(SECRET_HOLDERS)
+
+
+SCRIPT_MUTANTS = {
+    "default READ is allowed": ("default_permission = NO_PERMISSIONS", "default_permission = READ", None),
+    "default EDIT": ("default_permission = NO_PERMISSIONS", "default_permission = EDIT", "not NO_PERMISSIONS"),
+    "no basic auth": ("exec mlflow server --app-name basic-auth", "exec mlflow server", "basic-auth"),
+    "URI argument": ('exec mlflow server --app-name basic-auth "$@"',
+                     'exec mlflow server --app-name basic-auth --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" "$@"',
+                     "on the command line"),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(SCRIPT_MUTANTS))
+def test_mlflow_script_check_catches(mutant: str) -> None:
+    old, new, expected = SCRIPT_MUTANTS[mutant]
+    text = MLFLOW_SCRIPT.read_text()
+    assert mlflow_script_problems(text) == []
+    assert old in text, f"mutant {mutant!r} no longer applies"
+    problems = mlflow_script_problems(text.replace(old, new))
+    assert (problems == []) if expected is None else any(expected in p for p in problems), problems
+
+
+def test_the_image_provides_what_compose_runs(tmp_path: Path) -> None:
+    # The scripts the services start are copied from docker/ into the image, and the volumes' mount points exist
+    # in it owned by airflow: Docker seeds a new named volume with that ownership, so non-root containers write.
+    config = resolved(tmp_path, throwaway_env())
+    dockerfile = (REPO_ROOT / "docker" / "airflow.Dockerfile").read_text().replace("\\\n", " ")
+    image = config["services"]["airflow-worker"]["image"]
+    copied = {}
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            words = [w for w in line.split()[1:] if not w.startswith("--")]
+            copied.update({f"{words[-1].rstrip('/')}/{Path(source).name}": source for source in words[:-1]})
+    made = re.search(r"mkdir -p ([^&]+)", dockerfile).group(1).split()
+    owned = re.search(r"chown airflow:0 ([^&]+)", dockerfile).group(1).split()
+    for name, service in config["services"].items():
+        if service.get("image") != image:
+            continue
+        for path in re.findall(r"/opt/mlops/bin/\S+", _command_line(service)):
+            source = copied.get(path)
+            assert source, f"{name} runs {path}, which docker/airflow.Dockerfile does not copy"
+            assert os.access(REPO_ROOT / source, os.X_OK), f"{source} is not executable"
+        for volume in service.get("volumes", []):
+            if volume.get("type") == "volume":
+                target = volume["target"]
+                assert target in made and target in owned, f"{name}: {target} is not made and owned by airflow"
+    assert "touch /opt/airflow/airflow.cfg" in dockerfile, "Airflow would write airflow.cfg into a read-only root"
