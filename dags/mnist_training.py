@@ -68,19 +68,21 @@ def _no_retry() -> Iterator[None]:
 
 
 def _trainer(params: dict) -> Callable[..., dict]:
-    """The training backend: the training image through Docker when asked, else this worker's process."""
+    """The training backend: a Kubernetes pod or the training image through Docker when asked, else this process."""
     from functools import partial
 
     from airflow.sdk import Variable
     from mnist_training_container import ContainerTraining
+    from mnist_training_kubernetes import KubernetesTraining
 
     from include.mnist.train import train_in_process
 
     variable = partial(Variable.get, default=None)
-    container = ContainerTraining.resolve(params, variable)
-    if container is not None:
-        return partial(container.train, get_current_context())
-    return train_in_process
+    pod, container = KubernetesTraining.resolve(params, variable), ContainerTraining.resolve(params, variable)
+    if pod is not None and container is not None:
+        raise AirflowFailException("train_on_kubernetes and train_in_container are both on: choose one backend")
+    backend = pod or container
+    return partial(backend.train, get_current_context()) if backend is not None else train_in_process
 
 
 @dag(
@@ -236,6 +238,11 @@ def mnist_training():
     scan = XrayScanGateOperator(
         task_id="scan_model", sbom_path=sbom["sbom_path"], watches="{{ params.xray_watches | join(',') }}",
         severity_threshold="{{ params.severity_threshold }}", allowlist=XRAY_POLICY["allowlist"],
+        fail_on_fail_build_violations=XRAY_POLICY["fail_on_fail_build_violations"],
+        # Also wait for Xray to index the published model file, and judge what it found in it.
+        artifact_paths=["{{ ti.xcom_pull(task_ids='register_model', key='artifactory_repo') }}/"
+                        "{{ ti.xcom_pull(task_ids='register_model', key='artifactory_model_path') }}"],
+        deferrable=True,  # polls on the triggerer, holding no worker slot while Xray scans
     )
     promoted = promote_model(scan.output)
     # Copy the gated file from the staging repo to the release repo; idempotent, so a rerun re-stamps only.

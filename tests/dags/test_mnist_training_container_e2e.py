@@ -50,7 +50,7 @@ def test_train_model_runs_in_the_training_image_only_when_the_variable_says_so(
             )
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["validate_data"] == states["train_model"] == "success", states
-    trained = _xcom(run, "train_model")
+    trained = _xcom(run, "train_model")["trained"]
     assert trained["num_train_samples"] == 256 and trained["config"]["seed"] == 5
     assert trained["python"] == sys.executable
     assert trained["model_scan"]["sha256"] == trained["sha256"] == assert_safe_model_file(trained["model_path"]).sha256
