@@ -200,7 +200,8 @@ def mnist_training():
         with _no_retry():
             sbom = generate_boms(MNIST, run, published, ArtifactoryHook(), sbom_tool=settings.sbom_tool,
                                  run_dir=_run_dir(), pipeline=_context()[1])
-        return {**run, "sbom": sbom, "sbom_path": sbom["path"]}
+        model_ref = f"{published['repo']}/{published['path'].lstrip('/')}"
+        return {**run, "sbom": sbom, "sbom_path": sbom["path"], "model_ref": model_ref}
 
     @task(multiple_outputs=True)  # release_model reads single keys
     def promote_model(scan: dict) -> dict:
@@ -239,9 +240,7 @@ def mnist_training():
         task_id="scan_model", sbom_path=sbom["sbom_path"], watches="{{ params.xray_watches | join(',') }}",
         severity_threshold="{{ params.severity_threshold }}", allowlist=XRAY_POLICY["allowlist"],
         fail_on_fail_build_violations=XRAY_POLICY["fail_on_fail_build_violations"],
-        # Also wait for Xray to index the published model file, and judge what it found in it.
-        artifact_paths=["{{ ti.xcom_pull(task_ids='register_model', key='artifactory_repo') }}/"
-                        "{{ ti.xcom_pull(task_ids='register_model', key='artifactory_model_path') }}"],
+        artifact_paths=[sbom["model_ref"]],  # also wait for Xray to index the published model and judge it
         deferrable=True,  # polls on the triggerer, holding no worker slot while Xray scans
     )
     promoted = promote_model(scan.output)

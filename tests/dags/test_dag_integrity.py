@@ -13,7 +13,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 HEAVY_MODULES = ("torch", "torchvision", "mlflow", "evidently", "pandas", "sklearn", "scipy", "cyclonedx")
-EXPECTED_DAGS = {"mnist_training", "mnist_drift", "mnist_security_rescan"}
+EXPECTED_DAGS = {"mnist_training", "mnist_drift", "mnist_security_rescan", "mnist_data_arrival"}
 
 
 @pytest.fixture(scope="module")
