@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,8 @@ from typing import Any
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 RUN_KEY_TAG = "airflow.run_key"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,13 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
 
 def find_run(tracking_uri: str, experiment_id: str, run_key: str):
     """The run an earlier try of the same Airflow run created, or None."""
-    client = _client(tracking_uri)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=2)
+    runs = _runs_of_key(_client(tracking_uri), experiment_id, run_key)
     return runs[0] if runs else None
+
+
+def find_version(tracking_uri: str, model_name: str, run_key: str):
+    """The model version an Airflow run registered (found by its run-key tag), or None."""
+    return _version_of_key(_client(tracking_uri), model_name, run_key)
 
 
 def register_training_run(
@@ -83,6 +92,9 @@ def register_training_run(
 ) -> RegisteredModel:
     """Log one training run and register its model; a retry of the same `run_key` returns the same version.
 
+    One version per `run_key`, also against a server that commits a create and then fails: the version is looked
+    up by its run-key tag before creating one and after any error. A try that died after creating the version
+    but before the `challenger` alias or the run's `registered_version` tag is completed by the retry.
     `load_model` rebuilds the torch module from `model_path`; `input_example` is a batch it accepts (give at
     least two rows: torch.export specialises a batch dimension of 0 or 1, which would freeze the served model
     to batch size 1).
@@ -92,16 +104,18 @@ def register_training_run(
 
     client = _client(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, experiment_name, artifact_root)
-    run = find_run(tracking_uri, experiment_id, run_key)
-    if run is not None:
-        existing = _version_of_run(client, model_name, run.info.run_id)
-        if existing is not None:
-            return _registered(existing, experiment_id, tracking_uri)
-        # An earlier try died before registering: start clean rather than append to a half-logged run.
-        client.delete_run(run.info.run_id)
+    existing = _version_of_key(client, model_name, run_key)
+    if existing is not None:
+        return _finish_registration(client, existing, experiment_id, tracking_uri)
+    # Runs of this key without a version are half-logged tries: start clean rather than append to one.
+    for stale in _runs_of_key(client, experiment_id, run_key):
+        client.delete_run(stale.info.run_id)
 
-    with mlflow.start_run(experiment_id=experiment_id, tags={RUN_KEY_TAG: run_key, **tags}) as active:
-        run_id = active.info.run_id
+    run_tags = {RUN_KEY_TAG: run_key, **tags}
+    run = _create_once(lambda: client.create_run(experiment_id, tags=run_tags),
+                       lambda: (_runs_of_key(client, experiment_id, run_key) or [None])[0])
+    with mlflow.start_run(run_id=run.info.run_id):
+        run_id = run.info.run_id
         # One log_batch per kind instead of one call per value: ~46x cheaper on the SQLite store.
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
         now = _now_ms()
@@ -125,17 +139,9 @@ def register_training_run(
         )
         mlflow.log_artifact(str(model_path), artifact_path="state_dict")
 
-    version = mlflow.register_model(info.model_uri, model_name, tags={RUN_KEY_TAG: run_key, **tags})
-    client.set_registered_model_alias(model_name, CHALLENGER, version.version)
-    client.set_tag(run_id, "registered_version", version.version)
-    return RegisteredModel(
-        run_id=run_id,
-        experiment_id=experiment_id,
-        model_name=model_name,
-        version=str(version.version),
-        model_uri=f"models:/{model_name}/{version.version}",
-        tracking_uri=tracking_uri,
-    )
+    version = _create_once(lambda: mlflow.register_model(info.model_uri, model_name, tags=run_tags),
+                           lambda: _version_of_key(client, model_name, run_key))
+    return _finish_registration(client, version, experiment_id, tracking_uri)
 
 
 def log_artifact(tracking_uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> str:
@@ -171,11 +177,52 @@ def aliases(tracking_uri: str, model_name: str, version: str) -> list[str]:
     return list(_client(tracking_uri).get_model_version(model_name, version).aliases)
 
 
-def promote(tracking_uri: str, model_name: str, version: str) -> None:
-    """Move `champion` to this version; the alias move is one registry call, so it is all or nothing."""
+def promote(tracking_uri: str, model_name: str, version: str) -> bool:
+    """Move `champion` to this version unless it is barred; False when it is champion already (nothing moved).
+
+    The alias move is one registry call, so it is all or nothing. A version that was demoted or carries a
+    blocking security finding never becomes champion again (GateFailure names the tag).
+    """
+    from include.mlops.gates import GateFailure
+
+    current = champion(tracking_uri, model_name)
+    if current is not None and current[0] == str(version):
+        return False
+    reason = promotion_bar(version_tags(tracking_uri, model_name, version))
+    if reason:
+        raise GateFailure(f"{model_name} version {version} may not become '{CHAMPION}': {reason}")
     client = _client(tracking_uri)
     client.set_registered_model_alias(model_name, CHAMPION, version)
     client.set_model_version_tag(model_name, version, "promoted", "true")
+    return True
+
+
+def promotion_bar(tags: Mapping[str, str]) -> str | None:
+    """Why a version with these tags may never become champion (a demotion, a blocking finding), or None."""
+    if tags.get("promoted") == "false":
+        return f"it was demoted ({tags.get('security.demotion') or 'promoted=false'})"
+    if tags.get("security.blocking"):
+        return f"the security re-scan recorded blocking findings {tags['security.blocking']} (tag security.blocking)"
+    return None
+
+
+def version_tags(tracking_uri: str, model_name: str, version: str) -> dict[str, str]:
+    """All tags of a model version."""
+    return dict(_client(tracking_uri).get_model_version(model_name, version).tags)
+
+
+def add_version_tag(tracking_uri: str, model_name: str, version: str, key: str, value: str) -> None:
+    """Set a tag that must not exist yet (audit entries are never overwritten); ValueError if it does."""
+    if key in version_tags(tracking_uri, model_name, version):
+        raise ValueError(f"{model_name} version {version} already has tag {key}: audit entries are append-only")
+    _client(tracking_uri).set_model_version_tag(model_name, version, key, value)
+
+
+def model_versions(tracking_uri: str, model_name: str) -> list[dict[str, Any]]:
+    """Every version of a registered model: number, aliases and tags, oldest first."""
+    versions = _client(tracking_uri).search_model_versions(f"name = '{model_name}'")
+    return [{"version": str(v.version), "aliases": list(v.aliases), "tags": dict(v.tags)}
+            for v in sorted(versions, key=lambda v: int(v.version))]
 
 
 def pinned_requirements(*packages: str) -> list[str]:
@@ -186,22 +233,88 @@ def pinned_requirements(*packages: str) -> list[str]:
 
 
 def demote(tracking_uri: str, model_name: str, version: str) -> bool:
-    """Remove `champion` if it still points at `version` (a newer champion is left alone); True if removed."""
+    """Remove `champion` if it still points at `version` (a newer champion is left alone); True if removed.
+
+    The version is marked demoted (promoted=false) before the alias goes, so no clear or retry of its training
+    run can make it champion again, even if this call dies in between.
+    """
     current = champion(tracking_uri, model_name)
     if current is None or current[0] != str(version):
         return False
     client = _client(tracking_uri)
-    client.delete_registered_model_alias(model_name, CHAMPION)
     client.set_model_version_tag(model_name, version, "promoted", "false")
+    client.delete_registered_model_alias(model_name, CHAMPION)
     return True
 
 
-def _version_of_run(client, model_name: str, run_id: str):
-    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
-    return max(versions, key=lambda v: int(v.version)) if versions else None
+def _runs_of_key(client, experiment_id: str, run_key: str) -> list:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=100)
 
 
-def _registered(version, experiment_id: str, tracking_uri: str) -> RegisteredModel:
+def _version_of_key(client, model_name: str, run_key: str):
+    versions = client.search_model_versions(f"name = '{model_name}' and tag.`{RUN_KEY_TAG}` = '{run_key}'")
+    # Two versions for one key only come from a server older than this lookup; the first is the one.
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+@contextmanager
+def _single_attempt() -> Iterator[None]:
+    """MLflow's REST client retries every method, POST included (urllib3 Retry with allowed_methods=None).
+
+    A create the server committed before answering 504 would be sent again and make a second run or version,
+    so creates go out once and the caller looks up what exists. MLFLOW_HTTP_REQUEST_MAX_RETRIES is read per
+    request (https://mlflow.org/docs/latest/api_reference/python_api/mlflow.environment_variables.html); a task
+    process runs one task at a time, so setting it around one call changes no other caller's requests.
+    """
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
+
+    name, previous = MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, os.environ.get(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name)
+    os.environ[name] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _create_once(create: Callable[[], Any], lookup: Callable[[], Any], attempts: int = 4) -> Any:
+    """Create something exactly once: look it up after any error, since the server may have committed first."""
+    from mlflow.exceptions import MlflowException
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=8),
+                            retry=retry_if_exception_type((MlflowException, OSError)), reraise=True):
+        with attempt:
+            found = lookup() if attempt.retry_state.attempt_number > 1 else None
+            if found is not None:
+                return found
+            try:
+                with _single_attempt():
+                    return create()
+            except (MlflowException, OSError) as exc:
+                found = lookup()  # committed and then failed: what the server holds is the result
+                if found is not None:
+                    log.warning("create failed (%s) but the server had committed it: using it", exc)
+                    return found
+                raise
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _finish_registration(client, version, experiment_id: str, tracking_uri: str) -> RegisteredModel:
+    """Set `challenger` and the run's `registered_version` tag unless an earlier try completed both."""
+    from mlflow.exceptions import MlflowException
+
+    run = client.get_run(version.run_id)
+    if run.data.tags.get("registered_version") != str(version.version):
+        try:
+            newer = int(client.get_model_version_by_alias(version.name, CHALLENGER).version) > int(version.version)
+        except MlflowException:
+            newer = False  # no challenger yet
+        if not newer:  # a later run's challenger stays where it is
+            client.set_registered_model_alias(version.name, CHALLENGER, version.version)
+        client.set_tag(version.run_id, "registered_version", str(version.version))
     return RegisteredModel(
         run_id=version.run_id,
         experiment_id=experiment_id,
