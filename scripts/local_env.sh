@@ -28,7 +28,7 @@ LOG_DIR="$MLOPS_HOME/logs/$(date -u +%Y%m%dT%H%M%SZ)"  # service logs are kept p
 mkdir -p "$LOG_DIR" && ln -sfn "$LOG_DIR" "$MLOPS_HOME/logs/latest"
 chmod -R go-rwx "$MLOPS_HOME"
 # Secrets live in owner-only files, never in the repo or on a command line. Airflow wants >= 64 bytes of JWT secret.
-if [[ "$(wc -c < "$AIRFLOW_HOME/jwt_secret" 2>/dev/null || echo 0)" -lt 65 ]]; then
+if [[ ! -f "$AIRFLOW_HOME/jwt_secret" || "$(wc -c < "$AIRFLOW_HOME/jwt_secret")" -lt 65 ]]; then
     python -c "import secrets; print(secrets.token_urlsafe(64))" > "$AIRFLOW_HOME/jwt_secret"
 fi
 [[ -s "$MLOPS_HOME/jfrog/token" ]] || python -c "import secrets; print(secrets.token_urlsafe(32))" > "$MLOPS_HOME/jfrog/token"
