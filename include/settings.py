@@ -66,6 +66,46 @@ class PipelineSettings:
         return self.home / "runs" / dag_id / safe_name(run_id)
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """Bounds on untrusted inputs (data files, drift batches); every field has an MLOPS_* override."""
+
+    # A drift batch: the file as landed, the rows its arrays declare and the bytes they inflate to.
+    batch_max_file_bytes: int = 64 << 20
+    batch_max_rows: int = 100_000
+    batch_max_bytes: int = 256 << 20
+    # A training-data file: the gzip as stored and the IDX content it declares (MNIST train images: 47 MB).
+    data_max_file_bytes: int = 64 << 20
+    data_max_idx_bytes: int = 128 << 20
+    # Content sanity of a data set: each class's share of a split, and an image with fewer ink pixels is blank
+    # (the thinnest real MNIST digit has 34 pixels above 0).
+    data_min_class_share: float = 0.05
+    data_max_class_share: float = 0.2
+    data_min_ink_pixels: int = 10
+    # A nearest-class-mean classifier fit on train must agree with this share of test labels (MNIST: 0.82),
+    # so shuffled labels or a split paired with another's labels are refused.
+    data_min_label_agreement: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> InputLimits:
+        """Read MLOPS_<FIELD> overrides (e.g. MLOPS_BATCH_MAX_ROWS); ValueError names a bad value."""
+        env = os.environ if env is None else env
+        values: dict[str, int | float] = {}
+        for name, field in cls.__dataclass_fields__.items():
+            key = f"MLOPS_{name.upper()}"
+            if key not in env:
+                continue
+            kind = type(field.default)
+            try:
+                value = kind(env[key])
+            except ValueError:
+                raise ValueError(f"{key}={env[key]!r} is not a {kind.__name__}") from None
+            if value <= 0:
+                raise ValueError(f"{key}={env[key]!r} must be > 0")
+            values[name] = value
+        return cls(**values)
+
+
 def safe_name(value: str) -> str:
     """Turn an Airflow run id into a file-system-safe name, stable for the same input."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "run"

@@ -168,8 +168,10 @@ def test_labels_file_in_place_of_images(data_copy: Path) -> None:
     images = data_copy / "t10k-images-idx3-ubyte.gz"
     shutil.copyfile(data_copy / "t10k-labels-idx1-ubyte.gz", images)
     rewrite_sums(data_copy)
-    with pytest.raises(DatasetError, match="magic") as info:
+    with pytest.raises(DatasetError, match="no pinned data manifest"):
         load_split(data_copy, "test")
+    with pytest.raises(DatasetError, match="magic") as info:
+        load_split(data_copy, "test", pinned=False)
     assert str(images) in str(info.value)
 
 
@@ -178,7 +180,7 @@ def test_images_from_other_split_is_a_count_mismatch(data_copy: Path) -> None:
     shutil.copyfile(data_copy / "t10k-images-idx3-ubyte.gz", data_copy / "train-images-idx3-ubyte.gz")
     rewrite_sums(data_copy)
     with pytest.raises(DatasetError, match="count") as info:
-        load_split(data_copy, "train")
+        load_split(data_copy, "train", pinned=False)
     assert "train-images-idx3-ubyte.gz" in str(info.value)
     assert "10000 images" in str(info.value) and "60000 labels" in str(info.value)
 
@@ -189,8 +191,11 @@ def test_train_test_swap_with_edited_sums_fails_validation(data_copy: Path) -> N
         (data_copy / test_name).rename(data_copy / train_name)
         (data_copy / "tmp").rename(data_copy / test_name)
     rewrite_sums(data_copy)
-    with pytest.raises(DatasetError, match="swapped") as info:
+    # The pinned manifest names each file: the published files under each other's names are not pinned.
+    with pytest.raises(DatasetError, match="no pinned data manifest"):
         validate_dataset(data_copy)
+    with pytest.raises(DatasetError, match="swapped") as info:
+        validate_dataset(data_copy, pinned=False)
     assert "train-images-idx3-ubyte.gz" in str(info.value)
     assert "10000 records, expected 60000" in str(info.value)
 
@@ -202,7 +207,7 @@ def test_label_out_of_range(data_copy: Path) -> None:
     labels_path.write_bytes(gzip.compress(bytes(raw)))
     rewrite_sums(data_copy)
     with pytest.raises(DatasetError, match="label range") as info:
-        load_split(data_copy, "test")
+        load_split(data_copy, "test", pinned=False)
     assert str(labels_path) in str(info.value)
     assert "index 123: 10" in str(info.value)
 
@@ -233,3 +238,10 @@ def test_validate_dataset_real(data_dir: Path) -> None:
     assert report.image_shape == (28, 28)
     assert report.digests == verify_checksums(data_dir)
     assert report.to_dict()["image_shape"] == [28, 28]
+    assert report.manifest == "mnist-bundled"
+
+
+def test_bundled_files_match_the_pinned_manifest(data_dir: Path) -> None:
+    from include.security.untrusted import load_data_manifests
+
+    assert load_data_manifests()["mnist-bundled"] == verify_checksums(data_dir)
