@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
-import pickle
 import platform
 import random
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,7 +24,10 @@ from include.mlops.files import atomic_write_bytes
 from include.mnist.data import load_split
 from include.mnist.model import (
     ARCHITECTURE,
+    ARCHITECTURES,
     FAST_ARCHITECTURE,
+    INPUT_SHAPE,
+    NUM_CLASSES,
     QUALITY_ARCHITECTURE,
     build_model,
     count_parameters,
@@ -213,6 +215,7 @@ class TrainResult:
     steps_per_epoch: int = 0
     torch_version: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    model_config: str = ""  # the JSON config written beside model_path
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able copy for XCom."""
@@ -444,8 +447,50 @@ def _one_cycle(
     )
 
 
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+CONFIG_FORMAT = "mnist-cnn-safetensors/1"
+# The JSON config is small; a bigger file is not one this code wrote.
+_MAX_CONFIG_BYTES = 64 << 10
+
+
+def config_path(weights: Path) -> Path:
+    """The JSON config beside a weights file."""
+    return Path(weights).with_name(CONFIG_FILE)
+
+
+def model_config(architecture: str, preset: str) -> dict[str, object]:
+    """What a loader needs besides the weights: architecture, preset, input shape and dtypes."""
+    return {"format": CONFIG_FORMAT, "architecture": architecture, "preset": preset,
+            "input_shape": list(INPUT_SHAPE), "input_dtype": "uint8", "dtype": "float32",
+            "num_classes": NUM_CLASSES}
+
+
+def save_model(model: nn.Module, path: Path, preset: str) -> str:
+    """Atomically write the weights as safetensors at `path` and the JSON config beside it; sha256 of the weights.
+
+    safetensors holds tensors only (a JSON header and raw bytes): loading it runs no code, unlike a pickle.
+    """
+    from safetensors.torch import save as save_safetensors
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: the model is written as safetensors, name it *.safetensors")
+    # contiguous() stores NCHW weights whatever layout training used, so the file does not depend on it.
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save_safetensors(state)
+    architecture = getattr(model, "architecture", ARCHITECTURE)
+    atomic_write_bytes(path, data)
+    config = json.dumps(model_config(architecture, preset), indent=2, sort_keys=True).encode()
+    atomic_write_bytes(config_path(path), config + b"\n")
+    return hashlib.sha256(data).hexdigest()
+
+
 def save_state_dict(model: nn.Module, path: Path) -> str:
-    """Atomically save model.state_dict() (CPU tensors) to path; return the sha256 of the bytes written."""
+    """A torch pickle checkpoint (the format before safetensors): for comparisons and scanner tests only.
+
+    The pipeline neither writes nor loads this format; third-party torch files go through model_scan.
+    """
     buffer = io.BytesIO()
     # contiguous() stores NCHW weights whatever layout training used, so the file does not depend on it.
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -570,11 +615,12 @@ def train_model(
         train_seconds = time.perf_counter() - train_start
         graph_used = isinstance(runner, _CudaGraphStep) and runner.graph is not None
         capture_seconds = runner.capture_seconds if isinstance(runner, _CudaGraphStep) else 0.0
-        sha256 = save_state_dict(model, Path(output_path))
+        sha256 = save_model(model, Path(output_path), recipe.name)
         emit(f"saved {output_path} sha256={sha256} train_s={train_seconds:.2f}")
         return TrainResult(
             model_path=str(output_path),
             sha256=sha256,
+            model_config=str(config_path(Path(output_path))),
             epochs=tuple(history),
             train_seconds=train_seconds,
             num_train_samples=num_samples,
@@ -617,27 +663,68 @@ def read_architecture(state: Mapping[str, torch.Tensor]) -> str:
     return bytes(tag.tolist()).decode("utf-8", errors="replace")
 
 
+def _read_config(path: Path) -> dict[str, object]:
+    """The model's JSON config, checked field by field."""
+    from include.mlops.signing import ModelSignatureError, _read_regular
+
+    try:
+        raw = _read_regular(path, _MAX_CONFIG_BYTES)
+        config = json.loads(raw.decode("utf-8"))
+    except (ModelSignatureError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: not a readable model config ({exc})") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path}: the model config is not a JSON object")
+    expected = model_config(str(config.get("architecture")), str(config.get("preset")))
+    if set(config) != set(expected):
+        raise ModelFileError(f"{path}: model config keys {sorted(config)} are not {sorted(expected)}")
+    if config["architecture"] not in ARCHITECTURES:
+        raise ModelFileError(f"{path}: unknown architecture {config['architecture']!r} (known: {sorted(ARCHITECTURES)})")
+    if config["preset"] not in PRESETS:
+        raise ModelFileError(f"{path}: unknown preset {config['preset']!r}")
+    for key in ("format", "input_shape", "input_dtype", "dtype", "num_classes"):
+        if config[key] != expected[key]:
+            raise ModelFileError(f"{path}: model config {key} is {config[key]!r}, this loader reads {expected[key]!r}")
+    return config
+
+
 def load_model(path: Path) -> nn.Module:
-    """Rebuild the saved architecture on CPU in eval mode and load the state dict, weights only."""
+    """Rebuild the saved architecture on CPU in eval mode from model.safetensors and model.json; never unpickles.
+
+    `path` is the weights file or the directory holding both. The safetensors header is checked strictly
+    (include.mlops.model_scan) before the tensors are read, from the same bytes.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    from include.mlops.model_scan import DEFAULT_LIMITS, UnsafeModelFileError, safetensors_header
+    from include.mlops.signing import ModelSignatureError, _read_regular
+
     path = Path(path)
+    weights = path / MODEL_FILE if path.is_dir() else path
+    if weights.suffix != ".safetensors":
+        raise ModelFileError(f"{weights}: only safetensors model files are loaded (torch pickles are not)")
+    config = _read_config(config_path(weights))
     try:
-        # weights_only=True refuses arbitrary pickled objects, so a tampered file cannot run code.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a loadable torch state dict ({exc})") from exc
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelFileError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    state = dict(state)
+        data = _read_regular(weights, DEFAULT_LIMITS.max_file_bytes)
+        header = safetensors_header(data, str(weights))
+    except (ModelSignatureError, UnsafeModelFileError) as exc:
+        raise ModelFileError(str(exc)) from None
+    architecture = str(config["architecture"])
+    model = build_model(architecture)
+    expected = {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
+    if set(header["tensors"]) != set(expected):
+        raise ModelFileError(f"{weights}: tensor names differ from {architecture}'s: missing "
+                             f"{sorted(set(expected) - set(header['tensors']))}, "
+                             f"unexpected {sorted(set(header['tensors']) - set(expected))}")
     try:
-        architecture = read_architecture(state)
-        model = build_model(architecture)
-    except ValueError as exc:
-        raise ModelFileError(f"{path}: {exc}") from exc
-    state.pop(ARCHITECTURE_KEY, None)
+        state = load_safetensors(data)
+    except (SafetensorError, RuntimeError, ValueError) as exc:
+        raise ModelFileError(f"{weights}: not a loadable safetensors file ({exc})") from None
+    differing = sorted(k for k, v in state.items() if (v.dtype, tuple(v.shape)) != expected[k])
+    if differing:
+        raise ModelFileError(f"{weights}: tensors {differing} differ in dtype or shape from {architecture}'s")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelFileError(f"{path}: state dict does not match {architecture} ({exc})") from exc
+        raise ModelFileError(f"{weights}: weights do not match {architecture} ({exc})") from None
     return model.eval()
