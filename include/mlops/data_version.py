@@ -3,6 +3,10 @@
 The event's `extra` is {"data_version", "repo", "folder", "digests": {file: sha256}}: the files lie at
 `<repo>/<folder>/<file>` with a SHA256SUMS beside them. Every file is downloaded into the run's directory,
 each sha256 must equal the event's digest, and only then does the model package validate the directory.
+
+Trust: the event's digests must equal a manifest pinned in include/security/data_manifests.json (reviewed like
+code) before anything is downloaded, and the bundled copy's must too; whoever can publish a data version or
+rewrite its SHA256SUMS cannot also pin it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from include.mlops.gates import GateFailure
+from include.security.untrusted import MANIFESTS_FILE, load_data_manifests, pinned_manifest
 
 BUNDLED = "bundled"
 CHECKSUMS_FILE = "SHA256SUMS"
@@ -82,11 +87,24 @@ def prepare_dataset(
     directory: Path,
     download: Download,
     validate: Callable[[Path], Mapping[str, Any]],
+    manifests: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The validated dataset of a run: the event's data version (downloaded) when there is one, else the bundled."""
+    """The validated dataset of a run: the event's data version (downloaded) when there is one, else the bundled.
+
+    Either must match a pinned manifest (`manifests`, default include/security/data_manifests.json).
+    """
+    pins = load_data_manifests() if manifests is None else manifests
     if not event_extra:  # no event, or one made by hand without facts (the UI's "create asset event")
-        return {**validate(Path(bundled_dir)), "data_version": BUNDLED, "data_source": str(bundled_dir)}
+        report = dict(validate(Path(bundled_dir)))
+        if pinned_manifest(report["digests"], pins) is None:
+            raise DataVersionError(f"bundled data {bundled_dir}: its digests {report['digests']} are in no pinned "
+                                   f"data manifest ({MANIFESTS_FILE.name})")
+        return {**report, "data_version": BUNDLED, "data_source": str(bundled_dir)}
     version = DataVersion.from_event(event_extra)
+    if pinned_manifest(version.digests, pins) is None:
+        raise DataVersionError(f"data version {version.version}: its digests {version.digests} are in no pinned data "
+                               f"manifest ({MANIFESTS_FILE.name}); a new version is accepted once a reviewed change "
+                               "adds its manifest there")
     report = dict(validate(version.fetch(download, Path(directory) / version.version)))
     # The model's own check read SHA256SUMS; it must vouch for exactly the bytes the event named.
     differing = sorted(k for k in version.digests if report["digests"].get(k) != version.digests[k])

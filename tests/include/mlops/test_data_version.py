@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from include.mlops.data_version import BUNDLED, DataVersion, DataVersionError, prepare_dataset
@@ -64,14 +66,16 @@ def test_prepare_dataset_uses_the_event_version_or_the_bundled_copy(tmp_path):
         return {"data_dir": str(directory), "digests": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                                                         for p in directory.iterdir() if p.name != "SHA256SUMS"}}
 
+    pins = {"v2": {"train.gz": sha}}
     dataset = prepare_dataset(extra, bundled_dir=tmp_path / "bundled", directory=tmp_path / "run", download=download,
-                              validate=validate)
+                              validate=validate, manifests=pins)
     assert dataset["data_version"] == "v2" and dataset["data_source"] == "mnist-data-local/mnist/v2"
     assert seen == [tmp_path / "run" / "v2"]
     (tmp_path / "bundled").mkdir()
     for empty in (None, {}):
         bundled = prepare_dataset(empty, bundled_dir=tmp_path / "bundled", directory=tmp_path / "run",
-                                  download=download, validate=validate)
+                                  download=download, validate=lambda d: {"data_dir": str(d), "digests": {"train.gz": sha}},
+                                  manifests=pins)
         assert bundled["data_version"] == BUNDLED and bundled["data_dir"] == str(tmp_path / "bundled")
 
 
@@ -81,4 +85,52 @@ def test_an_event_file_the_validation_did_not_vouch_for_is_refused(tmp_path):
     download = _store({"mnist-data-local/mnist/v2/train.gz": data, "mnist-data-local/mnist/v2/SHA256SUMS": b""})
     with pytest.raises(DataVersionError, match=r"\['train.gz'\] differ between the event and SHA256SUMS"):
         prepare_dataset(extra, bundled_dir=tmp_path, directory=tmp_path / "run", download=download,
-                        validate=lambda d: {"data_dir": str(d), "digests": {}})
+                        validate=lambda d: {"data_dir": str(d), "digests": {}}, manifests={"v2": extra["digests"]})
+
+
+def test_a_version_without_a_pinned_manifest_is_refused_before_download(tmp_path):
+    extra = {**GOOD, "digests": {"train.gz": DIGEST, "test.gz": "b" * 64}}
+    downloads = []
+
+    def download(repo: str, path: str, local: Path) -> str:
+        downloads.append(path)
+        raise AssertionError("an unpinned version must not be downloaded")
+
+    # Pinned manifests are whole: a subset, a superset or one changed digest is not pinned.
+    for pins in ({}, {"v": {"train.gz": DIGEST}}, {"v": {**extra["digests"], "x.gz": DIGEST}},
+                 {"v": {"train.gz": DIGEST, "test.gz": "c" * 64}}):
+        with pytest.raises(DataVersionError, match=r"data version v2: .* in no pinned data manifest"):
+            prepare_dataset(extra, bundled_dir=tmp_path, directory=tmp_path / "run", download=download,
+                            validate=lambda d: {}, manifests=pins)
+    assert downloads == []
+
+
+def test_unpinned_bundled_data_is_refused(tmp_path):
+    with pytest.raises(DataVersionError, match="bundled data .* in no pinned data manifest"):
+        prepare_dataset(None, bundled_dir=tmp_path, directory=tmp_path / "run", download=None,
+                        validate=lambda d: {"data_dir": str(d), "digests": {"train.gz": DIGEST}}, manifests={})
+
+
+def test_the_real_pins_accept_the_bundled_data_and_refuse_rewritten_sums(tmp_path):
+    """The default pins (include/security/data_manifests.json) with the real MNIST validation."""
+    import shutil
+
+    from include.mnist.data import MNIST_FILES, DatasetError, sha256_file
+    from include.mnist.spec import MNIST
+    from include.settings import DEFAULT_DATA_DIR
+
+    bundled = prepare_dataset(None, bundled_dir=DEFAULT_DATA_DIR, directory=tmp_path / "run", download=None,
+                              validate=MNIST.validate_data)
+    assert bundled["manifest"] == "mnist-bundled" and bundled["data_version"] == BUNDLED
+    # Shuffled labels with a SHA256SUMS rewritten to match: the pin, not the sums, decides.
+    copy = tmp_path / "copy"
+    shutil.copytree(DEFAULT_DATA_DIR, copy)
+    labels = copy / MNIST_FILES["test"][1]
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[8:] = bytes(np.random.default_rng(0).permutation(np.frombuffer(bytes(raw[8:]), np.uint8)))
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    names = [n for pair in MNIST_FILES.values() for n in pair]
+    (copy / "SHA256SUMS").write_text("".join(f"{sha256_file(copy / n)}  {n}\n" for n in names))
+    # The model's own validation refuses it first (DatasetError); prepare_dataset would as well.
+    with pytest.raises(DatasetError, match="no pinned data manifest"):
+        prepare_dataset(None, bundled_dir=copy, directory=tmp_path / "run", download=None, validate=MNIST.validate_data)
