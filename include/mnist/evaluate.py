@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,12 +54,17 @@ def evaluate_model(
     max_samples: int | None = None,
     batch_size: int = 1000,
     device: str = "auto",
+    digests: Mapping[str, str] | None = None,
 ) -> EvalResult:
-    """Accuracy and loss of the model file on the first max_samples test records (all when None or 0)."""
+    """Accuracy and loss of the model file on the first max_samples test records (all when None or 0).
+
+    `digests` (validate_data's) are the reference the test files must match; without them SHA256SUMS and the
+    pinned data manifests are.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     model = load_model(Path(model_path))
-    split = load_split(Path(data_dir), "test", limit=max_samples or None)
+    split = load_split(Path(data_dir), "test", limit=max_samples or None, digests=digests)
     logits = torch.from_numpy(predict(model, split.images, batch_size=batch_size, device=device))
     labels = torch.from_numpy(split.labels.astype(np.int64))
     loss = F.cross_entropy(logits, labels, reduction="mean").item()
