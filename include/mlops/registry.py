@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 CHAMPION = "champion"
+SIGNED_MODEL = "signed_model"  # run artifact folder: <model dir>/ and its signature bundle
 CHALLENGER = "challenger"
 RUN_KEY_TAG = "airflow.run_key"
 
@@ -89,8 +90,12 @@ def register_training_run(
     datasets: Sequence[DatasetRef],
     tags: Mapping[str, str],
     pip_requirements: Sequence[str],
+    signature_path: Path | None = None,
 ) -> RegisteredModel:
     """Log one training run and register its model; a retry of the same `run_key` returns the same version.
+
+    `model_path` is the verified model directory (safetensors weights and JSON config) and `signature_path` its
+    Sigstore bundle: both go to the run under `signed_model/`, the only copy the pipeline loads again.
 
     One version per `run_key`, also against a server that commits a create and then fails: the version is looked
     up by its run-key tag before creating one and after any error. A try that died after creating the version
@@ -131,13 +136,17 @@ def register_training_run(
             mlflow.log_input(_meta_dataset(ref), context=ref.name.rsplit("-", 1)[-1])
         client.log_batch(run_id, tags=[RunTag(f"dataset.{ref.name}.sha256", ref.sha256) for ref in datasets])
 
+        # MLflow's PyTorch flavour pickles the module for serving (mlflow.pytorch.load_model). The pipeline never
+        # loads that copy: every load reads signed_model/ (safetensors + JSON) after verifying its signature.
         info = mlflow.pytorch.log_model(
             load_model(model_path),
             name="model",
             input_example=input_example,
             pip_requirements=list(pip_requirements),
         )
-        mlflow.log_artifact(str(model_path), artifact_path="state_dict")
+        client.log_artifacts(run_id, str(model_path), artifact_path=f"{SIGNED_MODEL}/{Path(model_path).name}")
+        if signature_path is not None:
+            client.log_artifact(run_id, str(signature_path), artifact_path=SIGNED_MODEL)
 
     version = _create_once(lambda: mlflow.register_model(info.model_uri, model_name, tags=run_tags),
                            lambda: _version_of_key(client, model_name, run_key))
@@ -346,35 +355,83 @@ BATCH_TAG = "drift.batch_sha256"
 
 @dataclass(frozen=True)
 class Champion:
-    """The model version drift is measured against, and its weights on local disk."""
+    """The `champion` version and its verified signed model in the local cache."""
 
     version: str
     run_id: str
-    state_dict: str
+    model_dir: str  # weights and config, verified against the signature when cached
+    signature: str  # the Sigstore bundle beside model_dir
+    sha256: str  # of the weights file
+    signature_sha256: str
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able copy for XCom."""
         return asdict(self)
 
 
-def champion_model(tracking_uri: str, model_name: str, download_dir: Path) -> Champion | None:
-    """The `champion` version and its state dict (downloaded once per version); None when there is none."""
+def champion_model(tracking_uri: str, model_name: str, download_dir: Path, public_key: bytes) -> Champion | None:
+    """The `champion` version and its signed model, verified; None when there is none.
+
+    The cache under `download_dir` is keyed by the signature's digest (the version's `signature.sha256` tag),
+    never by version number (a reset registry reuses numbers): an entry is used only when it verifies against
+    `public_key` and its bundle has that digest; anything else is downloaded again and verified before use.
+    """
+    import logging
+    import os
+    import shutil
+    import tempfile
+
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
+
+    from include.mlops.signing import SIGNATURE_FILE, ModelSignatureError, copy_verified, verified_model
 
     client = _client(tracking_uri)
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
-    target = download_dir / f"v{version.version}"
-    files = sorted(target.rglob("*.pt")) if target.exists() else []
-    if not files:
-        local = download_artifacts(run_id=version.run_id, artifact_path="state_dict", dst_path=str(target), tracking_uri=tracking_uri)
-        files = sorted(Path(local).rglob("*.pt"))
-    if not files:
-        raise FileNotFoundError(f"run {version.run_id} of {model_name} v{version.version} has no state_dict/*.pt artifact")
-    return Champion(version=str(version.version), run_id=str(version.run_id), state_dict=str(files[0]))
+    label = f"{model_name} v{version.version} (run {version.run_id})"
+    expected = (version.tags or {}).get("signature.sha256")
+    if not expected or not all(c in "0123456789abcdef" for c in expected) or len(expected) != 64:
+        raise ModelSignatureError(f"{label} has no signature.sha256 tag: it was registered unsigned and is not loaded")
+    entry = Path(download_dir) / f"sha256-{expected}"
+
+    def champion(info: Any) -> Champion:
+        weights = sorted(n for n in info.files if n.endswith(".safetensors"))
+        return Champion(version=str(version.version), run_id=str(version.run_id), model_dir=str(entry / "model"),
+                        signature=str(entry / SIGNATURE_FILE), sha256=info.files[weights[0]] if weights else "",
+                        signature_sha256=info.sha256)
+
+    if (entry / SIGNATURE_FILE).is_file():
+        try:
+            with verified_model(entry / "model", entry / SIGNATURE_FILE, public_key) as cached:
+                if cached.signature.sha256 == expected:
+                    return champion(cached.signature)
+        except ModelSignatureError as exc:
+            logging.getLogger(__name__).warning("cached %s does not verify, downloading again: %s", label, exc)
+    Path(download_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=download_dir))
+    try:
+        try:
+            local = Path(download_artifacts(run_id=version.run_id, artifact_path=SIGNED_MODEL, dst_path=str(staging),
+                                            tracking_uri=tracking_uri))
+        except MlflowException as exc:
+            raise ModelSignatureError(f"{label} has no {SIGNED_MODEL}/ artifact to load ({exc})") from None
+        folders = [p for p in local.iterdir() if p.is_dir()] if local.is_dir() else []
+        if len(folders) != 1:
+            raise ModelSignatureError(f"{label}: {SIGNED_MODEL}/ must hold one model directory, found {len(folders)}")
+        with verified_model(folders[0], local / SIGNATURE_FILE, public_key) as fresh:
+            if fresh.signature.sha256 != expected:
+                raise ModelSignatureError(f"{label}: signature sha256 {fresh.signature.sha256} is not the "
+                                          f"registered {expected}")
+            ready = staging / "entry"
+            copy_verified(fresh, ready / "model", ready / SIGNATURE_FILE)
+            shutil.rmtree(entry, ignore_errors=True)
+            os.replace(ready, entry)  # the entry appears whole or not at all
+            return champion(fresh.signature)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def log_reference(tracking_uri: str, run_id: str, directory: Path) -> str:
