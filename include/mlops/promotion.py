@@ -102,16 +102,18 @@ def record_evidence(
     registered, published, trained, sbom = run["registered"], run["published"], run["trained"], run["sbom"]
     uri, name, version = registered["tracking_uri"], registered["model_name"], registered["version"]
     mlbom_doc = json.loads(Path(sbom["mlbom"]["path"]).read_text())
+    # The model-file scan and the model's signature (bundle digest, key id, signed file digests) travel together.
+    signed_scan = {**trained["model_scan"], "signature": trained.get("signature")}
     lineage = build_lineage(
         dataset_digests=run["dataset"]["digests"], data_version=run["dataset"]["data_version"],
         dag_id=dag_id, run_id=run_id, mlflow_run_id=registered["run_id"], model_name=name, model_version=version,
         artifactory_repo=published["repo"], artifactory_path=published["path"], model_sha256=published["sha256"],
         sbom_serial=sbom["serial_number"], sbom_sha256=sbom["sha256"], mlbom_serial=sbom["mlbom"]["serial_number"],
-        model_scan=trained["model_scan"], xray_verdict=scan, decision=decision,
+        model_scan=signed_scan, xray_verdict=scan, decision=decision,
         runtime_purls=runtime_purls_of(mlbom_doc), code_version=run["code_version"],
     )
     pack = write_evidence_pack(
-        run_dir / "evidence", sbom_path=Path(sbom["path"]), mlbom=mlbom_doc, model_scan=trained["model_scan"],
+        run_dir / "evidence", sbom_path=Path(sbom["path"]), mlbom=mlbom_doc, model_scan=signed_scan,
         xray_verdict=scan, decision=decision, metrics=run["evaluation"], lineage=lineage,
     )
     folder = published["path"].lstrip("/").rsplit("/", 1)[0]
