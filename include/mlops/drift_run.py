@@ -56,29 +56,39 @@ def quarantine_alert(result: IngestResult) -> str | None:
     return f"{len(result.quarantined)} batch(es) quarantined: {lines}"
 
 
-def prepare_reference(spec: ModelSpec, settings: Any, size: int) -> dict[str, Any]:
-    """The champion's reference profile, built once per model version and stored with it in MLflow."""
+def prepare_reference(spec: ModelSpec, settings: Any, size: int, public_key: bytes) -> dict[str, Any]:
+    """The champion's reference profile, built once per signed model and stored with its version in MLflow.
+
+    The champion loads only from a copy that verified against `public_key` (include.mlops.signing); the profile
+    folder is keyed by the signature's digest, so a reset registry's new v1 never reuses an old v1's profile.
+    """
     from include.mlops.drift import build_reference_profile, save_profile
     from include.mlops.registry import champion_model, log_reference
+    from include.mlops.signing import verified_model
 
-    champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir)
+    champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir, public_key)
     version = champion.version if champion else "none"
-    directory = settings.reports_dir / "drift" / "reference" / f"{settings.model_name}-v{version}-n{size}"
+    key = f"v{version}-{champion.signature_sha256[:16]}" if champion else "none"
+    directory = settings.reports_dir / "drift" / "reference" / f"{settings.model_name}-{key}-n{size}"
     if (directory / "profile.json").exists():
         log.info("reference profile of v%s reused from %s", version, directory)
     else:
         images = spec.training_images(settings.data_dir)
         pick = np.sort(np.random.default_rng(0).choice(len(images), size, replace=False))
-        viewer = spec.viewer(Path(champion.state_dict)) if champion else None
         meta = {"model_name": settings.model_name, "reference": f"train split, {size} images, seed 0"}
-        save_profile(build_reference_profile(images[pick], viewer, version, meta=meta), directory)
+        if champion:
+            with verified_model(champion.model_dir, champion.signature, public_key) as verified:
+                profile = build_reference_profile(images[pick], spec.viewer(verified.directory), version, meta=meta)
+        else:
+            profile = build_reference_profile(images[pick], None, version, meta=meta)
+        save_profile(profile, directory)
         if champion:
             uri = log_reference(settings.mlflow_tracking_uri, champion.run_id, directory)
             log.info("reference profile of v%s stored at %s and %s", version, directory, uri)
     if champion is None:
         log.info("no champion model yet: drift is measured on image features only")
-    return {"model_version": version, "model_path": champion.state_dict if champion else None,
-            "profile_dir": str(directory)}
+    return {"model_version": version, "model_path": champion.model_dir if champion else None,
+            "signature": champion.signature if champion else None, "profile_dir": str(directory)}
 
 
 def report_agreement(batch: str, verdict_flags: Mapping[str, bool], report_flags: Mapping[str, bool],
@@ -98,7 +108,7 @@ def report_agreement(batch: str, verdict_flags: Mapping[str, bool], report_flags
 
 def measure_batch(
     spec: ModelSpec, batch: Mapping[str, Any], reference: Mapping[str, Any], *, settings: Any, store: DriftStore,
-    artifacts: ArtifactStore, drift_share: float, run_id: str,
+    artifacts: ArtifactStore, drift_share: float, run_id: str, public_key: bytes,
 ) -> dict[str, Any]:
     """Decide drift on one batch, keep Evidently's reports, log one MLflow run, then write the processed marker."""
     from include.mlops.drift import CATEGORICAL, batch_features, load_profile, write_reports
@@ -111,8 +121,14 @@ def measure_batch(
         return summary(done)
     images, labels = batch_loader(spec)(Path(batch["path"]))
     profile = load_profile(Path(reference["profile_dir"]))
-    viewer = spec.viewer(Path(reference["model_path"])) if reference["model_path"] else None
-    current = batch_features(images, profile, viewer)
+    if reference["model_path"]:
+        # The champion's cached copy is verified again here: this task may run on another worker, later.
+        from include.mlops.signing import verified_model
+
+        with verified_model(reference["model_path"], reference["signature"], public_key) as verified:
+            current = batch_features(images, profile, spec.viewer(verified.directory))
+    else:
+        current = batch_features(images, profile, None)
     decision = decide(summarize_reference(profile.columns, CATEGORICAL), current, drift_share)
     key = f"{batch['name']}-{batch['sha256'][:12]}"
     report_dir = settings.reports_dir / "drift" / key

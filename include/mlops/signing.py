@@ -28,13 +28,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from include.mlops.gates import GateFailure
+
 SIGNATURE_FILE = "model.sig"
 # A model directory holds a few small files; anything larger than this is refused before it is read.
 MAX_FILE_BYTES = 1 << 30
 MAX_SIGNATURE_BYTES = 1 << 20
 
 
-class ModelSignatureError(ValueError):
+class ModelSignatureError(GateFailure):
     """A model's signature is missing, malformed, made with another key, or does not match its files."""
 
 

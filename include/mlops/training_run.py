@@ -212,6 +212,27 @@ def publish_signature(run: Mapping[str, Any], published: Mapping[str, Any], stor
             "url": store.artifact_url(published["repo"], f"{folder}/{SIGNATURE_FILE}")}
 
 
+def verify_published(run: Mapping[str, Any], store: Any, public_key: bytes) -> dict[str, Any]:
+    """Download the published weights, config and signature from Artifactory and verify them; the signed digests."""
+    import tempfile
+
+    published, trained = run["published"], run["trained"]
+    folder = published["path"].lstrip("/").rsplit("/", 1)[0]
+    names = sorted(trained["signature"]["files"])
+    with tempfile.TemporaryDirectory(prefix="published-model-") as private:
+        model_dir = Path(private) / Path(trained["model_dir"]).name
+        for name in names:
+            store.download_artifact(published["repo"], f"{folder}/{name}", model_dir / name)
+        store.download_artifact(published["repo"], f"{folder}/{SIGNATURE_FILE}", Path(private) / SIGNATURE_FILE)
+        with verified_model(model_dir, Path(private) / SIGNATURE_FILE, public_key) as verified:
+            signature = verified.signature
+    if signature.sha256 != trained["signature"]["sha256"] or signature.files != trained["signature"]["files"]:
+        raise GateFailure(f"{published['repo']}/{folder}/ verifies, but not as the model train_model signed "
+                          f"(signature {signature.sha256}, expected {trained['signature']['sha256']})")
+    log.info("published model %s/%s verifies with key %s", published["repo"], folder, signature.key_id[:16])
+    return signature.to_dict()
+
+
 def _with_signature(mlbom: dict[str, Any], signature: Mapping[str, Any]) -> dict[str, Any]:
     """The ML-BOM with the model's signature as an external reference and properties of the model component."""
     model = next(c for c in mlbom["components"] if c.get("type") == "machine-learning-model")
