@@ -10,7 +10,9 @@ summary of the model file, judged with the policy in `include/security/xray_poli
 On a blocking finding the gate fails, and the run records it on the model file in Artifactory (`security.*`
 properties) and on the MLflow model version (tags), alerts through `AlertNotifier` (channel `security`) when
 the finding is new, and then either demotes the champion (Param `demote_on_finding`, default off) or records
-that it was kept. A run with a blocking finding ends failed, so nothing about it is silent.
+that it was kept, both in the version's audit trail (`include/mlops/audit.py`). A demoted version, like any
+version with a blocking finding, never becomes champion again: `set_champion` refuses it on a clear, a retry or a
+new run. A run with a blocking finding ends failed, so nothing about it is silent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
 from jfrog_provider.operators.xray import VERDICT_XCOM_KEY, XrayScanGateOperator
+from mlops_champion import audit_actor
 from mlops_notifiers import AlertNotifier
 
 from include.security import SEVERITIES, load_xray_policy
@@ -123,19 +126,25 @@ def mnist_security_rescan():
         return True
 
     @task(multiple_outputs=True)
-    def decide_demotion(champion: dict, finding: dict) -> dict:
-        """Demote only when asked (`demote_on_finding`); either way the choice is tagged on the version."""
-        from include.mlops import registry
+    def decide_demotion(champion: dict, finding: dict, sbom: dict) -> dict:
+        """Demote only when asked (`demote_on_finding`); either way the choice is tagged and audited on the version."""
+        from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+        from include.mlops import audit, registry
+        from include.mlops.promotion import demote_champion
 
         if finding["status"] != "blocked":
             return {"demoted": False, "reason": "no blocking finding"}
         uri, name, version = champion["tracking_uri"], champion["model_name"], champion["version"]
+        trail = {"actor": audit_actor(get_current_context()), "evidence_sha256": sbom["sha256"],
+                 "store": ArtifactoryHook(), "repo": champion["repo"]}
         if not get_current_context()["params"]["demote_on_finding"]:
             registry.set_version_tags(uri, name, version, {"security.demotion": "kept: demote_on_finding=false"})
+            audit.record(uri, name, version, event="champion.kept", outcome="kept", reason=finding["message"], **trail)
             print(f"{name} version {version} keeps '{registry.CHAMPION}' (demote_on_finding=false)")
             return {"demoted": False, "reason": "demote_on_finding=false"}
-        registry.demote(uri, name, version)
         registry.set_version_tags(uri, name, version, {"security.demotion": f"demoted: {finding['message']}"})
+        demote_champion(uri, name, version, reason=finding["message"], **trail)
         _unstamp_release(champion)
         print(f"{name} version {version} lost '{registry.CHAMPION}': {finding['message']}")
         return {"demoted": True, "reason": finding["message"]}
@@ -166,7 +175,7 @@ def mnist_security_rescan():
     finding = record_finding(champion, sbom)
     rescan >> finding
     alerted = alert_security_team(finding)
-    demotion = decide_demotion(champion, finding)
+    demotion = decide_demotion(champion, finding, sbom)
     alerted >> demotion
     report_finding(finding, demotion)
 

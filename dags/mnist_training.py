@@ -4,11 +4,13 @@
 Runs nightly at 02:00 UTC, when a training data version or a drift verdict lands (Assets), and on demand.
 `validate_data` uses the data version a `mnist_training_data` event names (downloaded from Artifactory, each
 sha256 checked against the event) or else the bundled copy; the version is recorded in MLflow and the lineage.
-`scan_model` is the Xray policy gate. `promote_model` then checks the accuracy and champion gates and uploads
-the evidence pack whatever the decision; a blocked version keeps `challenger` and the run fails naming the
-gate and its figures. `release_model` copies the file to the release repository. `set_champion` is the commit
-point: it moves the MLflow alias `champion` last, so a crash at any earlier step leaves `champion` where it
-was and clearing the failed task reruns the rest without duplicates.
+`scan_model` is the Xray policy gate. `promote_model` then checks the accuracy, champion and registry gates (a
+demoted version, or one with a blocking finding, never returns) and uploads the evidence pack whatever the
+decision; a blocked version keeps `challenger` and the run fails naming the gate and its figures. `release_model`
+copies the file to the release repository; `approve_champion` asks a person when Param `require_approval` (or
+Variable `mnist_require_approval`) says so. `set_champion` is the commit point: it moves the MLflow alias
+`champion` last, so a crash at any earlier step leaves `champion` where it was and clearing the failed task
+reruns the rest without duplicates. Alias moves, gate decisions and approvals go to the version's audit trail.
 
 Each task returns the run summary so far (references only); a task after an operator reads it from the task
 before that operator, so the graph's edges are the order above. The steps live in `include/mlops`.
@@ -25,6 +27,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, g
 from airflow.sdk.exceptions import AirflowFailException
 from jfrog_provider.operators.artifactory import ArtifactoryPromoteOperator, ArtifactoryUploadOperator
 from jfrog_provider.operators.xray import XrayScanGateOperator
+from mlops_champion import ChampionApprovalOperator, audit_actor
 
 from include.assets import MNIST_CHAMPION, MNIST_DRIFT, MNIST_TRAINING_DATA, MNIST_TRAINING_INPUT
 from include.security import SEVERITIES, load_xray_policy
@@ -51,32 +54,13 @@ def _run_dir() -> Path:
     return _settings().run_dir(dag_id, run_id)
 
 
+def _actor():
+    return audit_actor(get_current_context())
+
+
 def _summary(task_id: str) -> dict:
     """The run summary `task_id` returned: it ran earlier in the chain, so reading it adds no edge to the graph."""
     return get_current_context()["ti"].xcom_pull(task_ids=task_id)
-
-
-SIGNING_CONN_ID = "mnist_model_signing"
-
-
-def _signing_key(private: bool = False) -> bytes:
-    """A model-signing key as PEM bytes from the Airflow connection (password: private key; extra public_key).
-
-    Read inside the task that uses it and passed to include/ as bytes: never logged, never returned to XCom.
-    """
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        conn = Connection.get(SIGNING_CONN_ID)
-    except AirflowNotFoundException:
-        raise AirflowFailException(f"no Airflow connection {SIGNING_CONN_ID}: the model cannot be signed or "
-                                   "verified (password: PEM private key, extra {\"public_key\": PEM})") from None
-    value = conn.password if private else conn.extra_dejson.get("public_key")
-    if not value:
-        raise AirflowFailException(f"connection {SIGNING_CONN_ID} has no "
-                                   f"{'password (the PEM private key)' if private else 'extra public_key (PEM)'}")
-    return value.encode()
 
 
 @contextmanager
@@ -110,13 +94,9 @@ def _trainer(params: dict) -> Callable[..., dict]:
 
 @dag(
     dag_id="mnist_training",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
-        assets=(MNIST_TRAINING_DATA | MNIST_DRIFT),
-    ),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+                                 assets=(MNIST_TRAINING_DATA | MNIST_DRIFT)),
+    start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
     doc_md=__doc__,
     tags=["mnist", "training", "mlflow", "jfrog"],
     default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=20)},
@@ -150,6 +130,10 @@ def _trainer(params: dict) -> Callable[..., dict]:
                                 "mnist_training_image, MLOPS_TRAINING_IMAGE, else mnist-mlops-training:0.1.0)."),
         "gpus": Param(None, type=["null", "integer"], minimum=0, maximum=8, description="GPUs for the training "
                       "container (0 = none; null: Variable mnist_training_docker's gpus, else 0)."),
+        "require_approval": Param(None, type=["null", "boolean"], description="A person approves the champion move "
+                                  "(null: Variable mnist_require_approval, else no)."),
+        "approval_timeout_hours": Param(None, type=["null", "number"], exclusiveMinimum=0, description="No answer "
+                                        "by then: no promotion (null: Variable mnist_approval_timeout_hours, else 24)."),
     },
 )
 def mnist_training():
@@ -174,17 +158,16 @@ def mnist_training():
 
     @task(multiple_outputs=False)
     def train_model(run: dict) -> dict:
-        """Train the CNN with the chosen backend, then scan and sign the model it wrote on this worker."""
+        """Train the CNN with the chosen backend, then scan the file it wrote on this worker."""
         from include.mlops.training_run import checked_training
         from include.mnist.train import TrainConfig
 
         params, _, _ = _context()
-        output, dataset = _run_dir() / "model" / "model.safetensors", run["dataset"]
-        config = TrainConfig.from_params(params).to_dict()
+        output, dataset, config = _run_dir() / "model.pt", run["dataset"], TrainConfig.from_params(params).to_dict()
         trained = _trainer(params)(config=config, data_dir=Path(dataset["data_dir"]), output=output,
                                    digests=dataset["digests"])
         with _no_retry():
-            return {**run, "trained": checked_training(trained, output, _signing_key(private=True))}
+            return {**run, "trained": checked_training(trained, output)}
 
     @task(multiple_outputs=False)
     def evaluate_model(run: dict) -> dict:
@@ -194,26 +177,27 @@ def mnist_training():
         from include.mnist.spec import MNIST
 
         params, settings = _context()[0], _settings()
-        public_key = _signing_key()
-        with _no_retry():  # a signature that does not verify will not verify on a retry either
-            champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir,
-                                      public_key)
-            evaluation = evaluate_against_champion(MNIST, run["trained"], run["dataset"]["data_dir"],
-                                                   params["max_test_samples"] or None, champion, public_key)
+        champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir)
+        evaluation = evaluate_against_champion(MNIST, run["trained"]["model_path"], run["dataset"]["data_dir"],
+                                               params["max_test_samples"] or None, champion)
         return {**run, "evaluation": evaluation}
 
     @task(multiple_outputs=True)  # publish_model reads single keys
     def register_model(run: dict) -> dict:
         """Log params, per-epoch metrics, datasets and the model to MLflow; register it as `challenger`."""
+        from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+        from include.mlops.audit import record_challenger
         from include.mlops.lineage import code_version
         from include.mlops.training_run import register
         from include.mnist.spec import MNIST
         from include.settings import REPO_ROOT
 
         _, dag_id, run_id = _context()
-        with _no_retry():
-            registered = register(MNIST, run, settings=_settings(), dag_id=dag_id, run_id=run_id,
-                                  code_version=code_version(REPO_ROOT), public_key=_signing_key())
+        registered = register(MNIST, run, settings=_settings(), dag_id=dag_id, run_id=run_id,
+                              code_version=code_version(REPO_ROOT))
+        record_challenger(registered["registered"], actor=_actor(), store=ArtifactoryHook(),
+                          repo=registered["artifactory_repo"])
         return {**run, **registered}
 
     @task(multiple_outputs=True)  # scan_model reads the SBOM's path
@@ -227,7 +211,7 @@ def mnist_training():
         run, settings = {**_summary("register_model"), "published": published}, _settings()
         with _no_retry():
             sbom = generate_boms(MNIST, run, published, ArtifactoryHook(), sbom_tool=settings.sbom_tool,
-                                 run_dir=_run_dir(), pipeline=_context()[1], public_key=_signing_key())
+                                 run_dir=_run_dir(), pipeline=_context()[1])
         model_ref = f"{published['repo']}/{published['path'].lstrip('/')}"
         return {**run, "sbom": sbom, "sbom_path": sbom["path"], "model_ref": model_ref}
 
@@ -237,26 +221,24 @@ def mnist_training():
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
         from include.mlops.promotion import promote
-        from include.mlops.training_run import verify_published
 
         params, dag_id, run_id = _context()
         run = _summary("generate_sbom")
         with _no_retry():
-            # What release_model copies is what was signed: the published files verify against the public key.
-            verify_published(run, ArtifactoryHook(), _signing_key())
             promotion = promote(run, scan, ArtifactoryHook(), run_dir=_run_dir(), min_accuracy=params["min_accuracy"],
-                                max_regression=params["max_regression"], dag_id=dag_id, run_id=run_id)
+                                max_regression=params["max_regression"], dag_id=dag_id, run_id=run_id, actor=_actor())
         return {**run, "scan": scan, "promotion": promotion}
 
     @task(outlets=[MNIST_CHAMPION], multiple_outputs=False)
-    def set_champion(released: dict) -> dict:
+    def set_champion(approval: dict) -> dict:
         """The commit point: move `champion` to this version, then mirror the alias on its release copy."""
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
         from include.mlops.promotion import commit_champion
 
         with _no_retry():
-            committed = commit_champion(_summary("promote_model"), released, ArtifactoryHook())
+            committed = commit_champion(_summary("promote_model"), _summary("release_model"), ArtifactoryHook(),
+                                        actor=_actor(), approval=approval)
         event = {key: committed[key] for key in ("model_name", "version", "sha256")}
         get_current_context()["outlet_events"][MNIST_CHAMPION].extra = event
         return committed
@@ -264,8 +246,7 @@ def mnist_training():
     registered = register_model(evaluate_model(train_model(validate_data())))
     published = ArtifactoryUploadOperator(
         task_id="publish_model", local_path=registered["model_path"], repo=registered["artifactory_repo"],
-        target_path=registered["artifactory_model_path"], properties=registered["publish_properties"],
-    )
+        target_path=registered["artifactory_model_path"], properties=registered["publish_properties"])
     sbom = generate_sbom(published.output)
     scan = XrayScanGateOperator(
         task_id="scan_model", sbom_path=sbom["sbom_path"], watches="{{ params.xray_watches | join(',') }}",
@@ -275,14 +256,14 @@ def mnist_training():
         deferrable=True,  # polls on the triggerer, holding no worker slot while Xray scans
     )
     promoted = promote_model(scan.output)
-    # Copy the gated file from the staging repo to the release repo; idempotent, so a rerun re-stamps only.
-    # The `mlflow.alias` stamp is not set here: set_champion moves it with the alias.
+    # Copy the gated file to the release repo (idempotent: a rerun re-stamps only); set_champion stamps the alias.
     released = ArtifactoryPromoteOperator(
         task_id="release_model", source_repo=promoted["artifactory_repo"],
         source_path=promoted["artifactory_model_path"], target_repo=promoted["artifactory_release_repo"],
-        copy=True, properties=promoted["release_properties"],
-    )
-    set_champion(released.output)
+        copy=True, properties=promoted["release_properties"])
+    # Waits holding no worker slot; a timeout is final, so no retry asks again.
+    approval = ChampionApprovalOperator(task_id="approve_champion", summary_task_id="promote_model", retries=0)
+    set_champion((released >> approval).output)
 
 
 mnist_training()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from include.mlops import gates, registry
+from include.mlops import audit, gates, registry
 from include.mlops.evidence import (
     build_lineage,
     champion_properties,
@@ -23,7 +23,7 @@ from include.mlops.evidence import (
     runtime_purls_of,
     write_evidence_pack,
 )
-from include.mlops.files import write_json
+from include.mlops.files import sha256_file, write_json
 from include.mlops.gates import GateFailure, GateResult
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,20 @@ def champion_gate(current: str | None, version: str, evaluation: Mapping[str, An
                                          f"{compared.get('version') or 'none'}: rerun the DAG to compare on the same images")
 
 
+def registry_gate(tags: Mapping[str, str]) -> GateResult:
+    """A demoted version, or one with a blocking security finding, never becomes champion again."""
+    reason = registry.promotion_bar(tags)
+    return GateResult("registry", reason is None, reason or "never demoted, no blocking security finding")
+
+
 def promote(
     run: Mapping[str, Any], scan: Mapping[str, Any], store: ArtifactStore, *, run_dir: Path, min_accuracy: float,
-    max_regression: float, dag_id: str, run_id: str,
+    max_regression: float, dag_id: str, run_id: str, actor: audit.Actor | Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Gate the version, tag MLflow, upload the evidence pack and write release.json; GateFailure when blocked."""
+    """Gate the version, tag MLflow, upload the evidence pack and write release.json; GateFailure when blocked.
+
+    The decision goes to the audit trail as `gate.decision` (by `actor`, default the scheduler in this run).
+    """
     registered, published, trained, evaluation = run["registered"], run["published"], run["trained"], run["evaluation"]
     uri, name, version = registered["tracking_uri"], registered["model_name"], registered["version"]
     if published["sha256"] != trained["sha256"]:
@@ -69,6 +78,7 @@ def promote(
     decision = gates.decide_promotion([
         gates.accuracy_gate(evaluation["accuracy"], min_accuracy),
         champion_gate(previous, version, evaluation, max_regression),
+        registry_gate(registry.version_tags(uri, name, version)),
     ])
     for gate in decision.gates:
         log.info("gate %s: %s - %s", gate.name, "PASS" if gate.passed else "BLOCK", gate.reason)
@@ -81,6 +91,12 @@ def promote(
     })
     # The evidence pack goes next to the model whatever the decision; `champion` moves only in commit_champion.
     record_evidence(run, scan, decision.to_dict(), store, run_dir=Path(run_dir), dag_id=dag_id, run_id=run_id)
+    evidence_sha256 = sha256_file(Path(run_dir) / "evidence" / "manifest.json")
+    audit.record(uri, name, version, event="gate.decision", outcome="promote" if decision.promote else "blocked",
+                 actor=actor or audit.Actor("scheduler", dag_id, run_id, "promote_model"),
+                 reason=" | ".join(decision.reasons) or "every gate passed", evidence_sha256=evidence_sha256,
+                 details={"gates": decision.to_dict()["gates"], "xray_scan_id": scan["scan_id"],
+                          "previous_champion": previous}, store=store, repo=published["repo"])
     write_json(Path(run_dir) / "release.json", {
         "mlflow": registered, "test_accuracy": evaluation["accuracy"], "artifactory": published, "sbom": run["sbom"],
         "xray": scan, "decision": decision.to_dict(), "previous_champion": previous,
@@ -91,7 +107,8 @@ def promote(
                           f"({previous or 'none'}): " + " | ".join(decision.reasons))
     log.info("%s version %s passed every gate; set_champion moves '%s' after the release", name, version,
              registry.CHAMPION)
-    return {"promote": True, "version": version, "previous_champion": previous, "decision": decision.to_dict()}
+    return {"promote": True, "version": version, "previous_champion": previous, "decision": decision.to_dict(),
+            "evidence_sha256": evidence_sha256}
 
 
 def record_evidence(
@@ -128,23 +145,49 @@ def record_evidence(
     return evidence
 
 
-def commit_champion(run: Mapping[str, Any], released: Mapping[str, Any], store: ArtifactStore) -> dict[str, Any]:
-    """The commit point: move `champion` to this version, then mirror the alias on its release copy only."""
+def commit_champion(
+    run: Mapping[str, Any], released: Mapping[str, Any], store: ArtifactStore, *,
+    actor: audit.Actor | Mapping[str, str], approval: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The commit point: move `champion` to this version, record who and why, then mirror it on the release copy.
+
+    Refused (GateFailure, recorded as `champion.refused`) when the release copy differs, when `champion` is no
+    longer the version promote gated against (moved or removed since), when the version was demoted or has a
+    blocking finding, or when a required approval was not given. `approval` is the approval task's result.
+    """
     registered, published, promotion = run["registered"], run["published"], run["promotion"]
     uri, name, version = registered["tracking_uri"], registered["model_name"], registered["version"]
-    if released["sha256"] != published["sha256"]:
-        raise GateFailure(f"release copy {released['repo']}/{released['path']} has sha256 {released['sha256']}, "
-                          f"but the gated file {published['repo']}/{published['path']} has {published['sha256']}")
+    evidence, approved_by = promotion.get("evidence_sha256"), (approval or {}).get("approved_by")
     current = registry.champion(uri, name)
-    if current is not None and current[0] not in (promotion["previous_champion"], version):
-        # Another run promoted since promote gated against the previous champion: never roll it back.
-        raise GateFailure(f"champion is now version {current[0]}, not {promotion['previous_champion']} that {name} "
-                          f"version {version} was gated against; it stays '{registry.CHALLENGER}' "
-                          "(trigger a new run to compare)")
+    previous = current[0] if current else None
+
+    def refuse(reason: str) -> GateFailure:
+        audit.record(uri, name, version, event="champion.refused", outcome="refused", actor=actor, reason=reason,
+                     evidence_sha256=evidence, details={"champion": previous}, store=store, repo=published["repo"])
+        return GateFailure(f"{name} version {version} stays '{registry.CHALLENGER}': {reason}")
+
+    if released["sha256"] != published["sha256"]:
+        raise refuse(f"release copy {released['repo']}/{released['path']} has sha256 {released['sha256']}, "
+                     f"but the gated file {published['repo']}/{published['path']} has {published['sha256']}")
+    if approval is not None and approval.get("required") and not approval.get("approved"):
+        raise refuse(f"approval was required and not given ({approval.get('outcome') or 'no answer'})")
+    if previous not in (promotion["previous_champion"], version):
+        # `champion` moved (another run promoted) or was removed (a demotion) since promote gated this version
+        # against the previous champion: never roll either back.
+        raise refuse(f"champion is now {f'version {previous}' if previous else 'unset'}, not "
+                     f"{promotion['previous_champion'] or 'unset'} as when it was gated (trigger a new run to compare)")
+    if bar := registry.promotion_bar(registry.version_tags(uri, name, version)):
+        raise refuse(bar)
     # The commit point. It runs only when every upstream task succeeded (model-file scan, SBOM and ML-BOM
-    # validity, Xray, model gates, release copy), each idempotent per model version, so a crash anywhere before
-    # this call leaves `champion` where it was and a cleared rerun adds nothing. The alias move is one call.
-    registry.promote(uri, name, version)
+    # validity, Xray, model gates, release copy, approval when required), each idempotent per model version, so
+    # a crash anywhere before this call leaves `champion` where it was and a cleared rerun adds nothing. The
+    # alias move is one call; registry.promote checks the bar again right before it.
+    moved = registry.promote(uri, name, version)
+    audit.record(uri, name, version, event="champion.set", outcome="champion", actor=actor,
+                 reason=f"passed every gate{f', approved by {approved_by}' if approved_by else ''}",
+                 evidence_sha256=evidence, store=store, repo=published["repo"],
+                 details={"alias": registry.CHAMPION, "previous_champion": promotion["previous_champion"],
+                          "approved_by": approved_by, "moved_by_this_try": moved})
     # After the commit, Artifactory's mirror of the alias follows; a crash in between is repaired by a rerun,
     # which finds `champion` already here and re-stamps.
     store.set_item_properties(released["repo"], released["path"], champion_properties())
@@ -152,7 +195,20 @@ def commit_champion(run: Mapping[str, Any], released: Mapping[str, Any], store: 
         stale = f"{row['path']}/{row['name']}"
         if stale != released["path"]:
             store.delete_item_properties(released["repo"], stale, list(champion_properties()))
-    previous = current[0] if current else None
     log.info("%s version %s is now '%s' (was %s)", name, version, registry.CHAMPION, previous or "none")
     return {"promoted": True, "model_name": name, "version": version, "previous_champion": previous,
-            "sha256": published["sha256"]}
+            "sha256": published["sha256"], "approved_by": approved_by}
+
+
+def demote_champion(
+    tracking_uri: str, model_name: str, version: str, *, reason: str, actor: audit.Actor | Mapping[str, str],
+    evidence_sha256: str | None, store: ArtifactStore, repo: str,
+) -> bool:
+    """Take `champion` off a version for a blocking finding, for good, and record it; False if it was not champion."""
+    demoted = registry.demote(tracking_uri, model_name, version)
+    if demoted or registry.version_tags(tracking_uri, model_name, version).get("promoted") == "false":
+        # Recorded also when a crash came between the demotion and this record (the retry finds it demoted).
+        audit.record(tracking_uri, model_name, version, event="champion.demoted", outcome="demoted", actor=actor,
+                     reason=reason, evidence_sha256=evidence_sha256, details={"alias": registry.CHAMPION},
+                     store=store, repo=repo)
+    return demoted
