@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import struct
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from include.mlops.files import atomic_write_bytes, atomic_write_text
+from include.security.untrusted import read_regular_file
+from include.settings import InputLimits
 
 if TYPE_CHECKING:
     from include.mlops.drift_model import ModelViewer
@@ -77,28 +83,37 @@ class ReportResult:
 
 
 def load_batch(
-    path: Path, *, image_shape: Sequence[int], num_classes: int
+    path: Path, *, image_shape: Sequence[int], num_classes: int, limits: InputLimits | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read and validate a batch (.npz, uint8 `images` (N, *image_shape), optional int `labels`) without pickle."""
-    image_shape = tuple(image_shape)
+    """Read and validate a batch (.npz, uint8 `images` (N, *image_shape), optional int `labels`) without pickle.
+
+    The file must be a regular file (no symlink, FIFO or device) within `limits.batch_max_file_bytes`; each
+    array's rows and bytes are checked against the limits from its .npy header before anything is inflated.
+    """
+    limits = limits or InputLimits.from_env()
+    blob = read_regular_file(Path(path), limits.batch_max_file_bytes, BatchError)
+    return parse_batch(blob, Path(path), image_shape=image_shape, num_classes=num_classes, limits=limits)
+
+
+def parse_batch(
+    blob: bytes, path: Path, *, image_shape: Sequence[int], num_classes: int, limits: InputLimits | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate the bytes of a .npz batch read from `path`; every parser error becomes a BatchError naming it."""
+    image_shape, limits = tuple(image_shape), limits or InputLimits.from_env()
     try:
-        with np.load(path, allow_pickle=False) as data:
-            files = sorted(data.files)
-            images = data["images"] if "images" in files else None
-            labels = data["labels"] if "labels" in files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise BatchError(f"{path}: not a readable .npz batch: {exc}") from exc
-    if images is None:
-        raise BatchError(f"{path}: field 'images' is missing (found {files})")
-    if images.ndim != 1 + len(image_shape) or images.shape[1:] != image_shape:
-        raise BatchError(f"{path}: field 'images' must have shape (N, {', '.join(map(str, image_shape))}), "
-                         f"got {images.shape}")
-    if images.shape[0] == 0:
-        raise BatchError(f"{path}: field 'images' is empty")
+        arrays = _read_npz(blob, path, image_shape, limits)
+    except BatchError:
+        raise
+    # What zipfile, zlib and numpy's .npy reader raise on hostile bytes (bad headers, CRC, unknown methods,
+    # encryption, truncation): a refusal, never a crash.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
+            NotImplementedError, RuntimeError, OverflowError, KeyError, IndexError, TypeError, SyntaxError) as exc:
+        raise BatchError(f"{path}: not a readable .npz batch: {type(exc).__name__}: {exc}") from exc
+    images, labels = arrays["images"], arrays.get("labels")
     if images.dtype.kind == "f" and not np.isfinite(images).all():
         bad = int(np.count_nonzero(~np.isfinite(images)))
         raise BatchError(f"{path}: field 'images' has {bad} NaN or infinite values")
-    if images.dtype.kind in "fiu" and images.dtype != np.uint8 and (images.min() < 0 or images.max() > 255):
+    if images.dtype != np.uint8 and (images.min() < 0 or images.max() > 255):
         raise BatchError(
             f"{path}: field 'images' values must lie in 0..255, got {images.min()}..{images.max()}"
         )
@@ -107,12 +122,103 @@ def load_batch(
     if labels is not None:
         if labels.shape != (images.shape[0],):
             raise BatchError(f"{path}: field 'labels' must have shape ({images.shape[0]},), got {labels.shape}")
-        if labels.dtype.kind not in "iu":
-            raise BatchError(f"{path}: field 'labels' must be integers, got {labels.dtype}")
         if labels.min() < 0 or labels.max() >= num_classes:
             raise BatchError(f"{path}: field 'labels' values must lie in 0..{num_classes - 1}, "
                              f"got {labels.min()}..{labels.max()}")
     return images, labels
+
+
+_NPZ_ENTRIES = {"images.npy": "images", "labels.npy": "labels"}
+# Only what numpy.savez / savez_compressed write: stored or deflated entries, no encryption (zipfile's own flags).
+_NPZ_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def _read_npz(blob: bytes, path: Path, image_shape: tuple[int, ...], limits: InputLimits) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
+        found = sorted(name.removesuffix(".npy") for name in names)
+        if "images.npy" not in names:
+            raise BatchError(f"{path}: field 'images' is missing (found {found})")
+        if len(names) != len(set(names)):
+            raise BatchError(f"{path}: entries {found}: an entry is listed twice; readers disagree on which counts")
+        unknown = sorted(set(names) - set(_NPZ_ENTRIES))
+        if unknown:
+            raise BatchError(f"{path}: entries {unknown} are not allowed; a batch holds images.npy and labels.npy")
+        declared = 0
+        for info in infos:
+            if info.flag_bits & 0x1:
+                raise BatchError(f"{path}: entry {info.filename} is encrypted")
+            if info.compress_type not in _NPZ_METHODS:
+                raise BatchError(f"{path}: entry {info.filename} uses compression method {info.compress_type}; "
+                                 "only stored and deflated are read")
+            declared += info.file_size
+        if declared > limits.batch_max_bytes + 4096 * len(infos):
+            raise BatchError(f"{path}: entries declare {declared} bytes uncompressed, over the limit of "
+                             f"{limits.batch_max_bytes} (MLOPS_BATCH_MAX_BYTES); nothing was inflated")
+        return {_NPZ_ENTRIES[info.filename]: _read_npy(archive, info, path, image_shape, limits) for info in infos}
+
+
+def _read_npy(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, image_shape: tuple[int, ...], limits: InputLimits
+) -> np.ndarray:
+    """One array from its .npy header and exactly the bytes the header declares (numpy.lib.format, no pickle)."""
+    from numpy.lib import format as npy
+
+    field = _NPZ_ENTRIES[info.filename]
+    with archive.open(info) as handle:
+        version = npy.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = npy.read_array_header_2_0(handle)
+        else:
+            raise BatchError(f"{path}: field '{field}' is .npy format version {version}; 1.0 and 2.0 are read")
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+            raise BatchError(f"{path}: field '{field}' has dtype {dtype}: object (pickled) and structured arrays "
+                             "are refused")
+        if field == "images":
+            if dtype.kind not in "fiu":
+                raise BatchError(f"{path}: field 'images' must be uint8 pixels 0..255, got {dtype}")
+            if len(shape) != 1 + len(image_shape) or tuple(shape[1:]) != image_shape:
+                raise BatchError(f"{path}: field 'images' must have shape (N, {', '.join(map(str, image_shape))}), "
+                                 f"got {shape}")
+            if shape[0] == 0:
+                raise BatchError(f"{path}: field 'images' is empty")
+        elif dtype.kind not in "iu":
+            raise BatchError(f"{path}: field 'labels' must be integers, got {dtype}")
+        rows = shape[0] if shape else 1
+        if rows > limits.batch_max_rows:
+            raise BatchError(f"{path}: field '{field}' declares {rows} rows, over the limit of {limits.batch_max_rows} "
+                             "(MLOPS_BATCH_MAX_ROWS); nothing was inflated")
+        nbytes = dtype.itemsize
+        for size in shape:  # Python ints: a hostile shape cannot overflow
+            nbytes *= size
+        if nbytes > limits.batch_max_bytes:
+            raise BatchError(f"{path}: field '{field}' declares {nbytes} bytes, over the limit of "
+                             f"{limits.batch_max_bytes} (MLOPS_BATCH_MAX_BYTES); nothing was inflated")
+        header_bytes = handle.tell()
+        if info.file_size != header_bytes + nbytes:
+            raise BatchError(f"{path}: field '{field}' entry holds {info.file_size - header_bytes} data bytes, its "
+                             f"header shape {shape} {dtype} needs {nbytes}")
+        # Reading to the entry's end makes zipfile check its CRC-32.
+        data = handle.read(nbytes + 1)
+    if len(data) != nbytes:
+        raise BatchError(f"{path}: field '{field}' has {len(data)} data bytes, its header needs {nbytes}")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    # Native byte order, C order and owned memory, whatever order and endianness the producer saved.
+    return np.ascontiguousarray(array.astype(dtype.newbyteorder("="), copy=False))
+
+
+def content_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
+    """SHA-256 of the decoded arrays (shape, pixels, labels as int64): the same batch saved differently is one batch."""
+    digest = hashlib.sha256()
+    header = {"images": list(images.shape), "labels": None if labels is None else list(labels.shape)}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    digest.update(memoryview(np.ascontiguousarray(images, dtype=np.uint8)).cast("B"))
+    if labels is not None:
+        digest.update(memoryview(np.ascontiguousarray(labels, dtype="<i8")).cast("B"))
+    return digest.hexdigest()
 
 
 def image_features(images: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,23 +1,42 @@
 """Batch bookkeeping for drift monitoring: landing, quarantine, claims, a processed manifest and the history.
 
-Exactly once: a good batch is claimed by an atomic rename from the landing folder to `batches/<sha256>/`,
-and counts as processed only when `processed/<sha256>.json` exists; that marker is written atomically after the
-reports and the verdict are stored. A rerun finds claimed-but-unmarked batches and finishes them, and every
-output is keyed by the sha256, so a retry overwrites rather than adds. A batch whose content was already
-processed or claimed is quarantined as a duplicate, so nothing is skipped silently.
+Producer contract: write the batch under a hidden name (starting with ".") in the landing folder, then rename
+it to `<name>.npz` (rename(2) in the same folder is atomic), as `python -m include.mnist.batches` does. Hidden
+files are never read, so a file is only claimed complete. Anything else that appears in landing (a symlink,
+a FIFO, a folder, a file still being written, one that is not a valid batch) is moved to `quarantine/` under a
+unique name with a `.reason.json`, never overwriting an earlier one, and never left to crash the next run.
+
+Exactly once, keyed by content: the key is the sha256 of the decoded arrays (`drift.content_digest`), so the
+same arrays saved differently are one batch. Ingest reads a landed file once (no symlink, bounded size),
+validates those bytes, and claims them as `batches/<key>/batch.npz`; a batch counts as processed only when
+`processed/<key>.json` exists, written atomically after the reports and the verdict. A rerun finds
+claimed-but-unmarked batches and finishes them. Ingest passes hold one lock and each batch's measurement holds
+that batch's lock (flock(2) on files under `locks/`), so racing runs neither claim nor measure a batch twice.
+A batch whose content was already processed or claimed is quarantined as a duplicate: nothing is skipped silently.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable
+import re
+import stat
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from include.mlops.files import atomic_write_bytes, atomic_write_text, write_json
+from include.security.untrusted import read_regular_file
+from include.settings import InputLimits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,7 @@ class BatchRef:
     name: str
     path: str
     arrived_at: str
+    file_sha256: str = ""  # the landed file's bytes, for the audit trail; the key is the content digest
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able copy for XCom."""
@@ -75,11 +95,40 @@ class DriftStore:
         return self.root / "processed"
 
     def landed(self) -> list[Path]:
-        """Files waiting in the landing folder, oldest first; hidden files are producers' temporaries."""
+        """Entries waiting in the landing folder (any type: lstat, never followed), oldest first; hidden ones are
+        producers' temporaries."""
         if not self.landing.is_dir():
             return []
-        files = [p for p in self.landing.iterdir() if p.is_file() and not p.name.startswith(".")]
-        return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+        entries = []
+        with os.scandir(self.landing) as scan:
+            for entry in scan:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    entries.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+                except FileNotFoundError:  # taken meanwhile
+                    continue
+        return [self.landing / name for _, name in sorted(entries)]
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold an exclusive flock(2) on `locks/<name>.lock` (threads and processes alike) while the block runs."""
+        path = self.root / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    @contextmanager
+    def measuring(self, sha256: str) -> Iterator[dict[str, Any] | None]:
+        """Hold the batch's lock while it is measured; yields its processed record when another run finished it."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError(f"batch sha256 {sha256!r} is not a lower-case sha256")
+        with self.lock(sha256):
+            yield self.record(sha256)
 
     def pending(self) -> list[BatchRef]:
         """Claimed batches without a processed marker, in arrival order."""
@@ -127,42 +176,112 @@ class DriftStore:
                 self.mark_processed(sha, {**record, "signal": signal})
 
 
-def ingest(store: DriftStore, validate: Callable[[Path], Any], sha256_of: Callable[[Path], str]) -> IngestResult:
-    """Claim every valid landed batch, quarantine the rest with a reason; returns all pending batches."""
-    claimed, quarantined = [], []
-    for path in store.landed():
-        if path.suffix != ".npz":
-            quarantined.append(_quarantine(store, path, None, f"{path}: format: expected a .npz batch"))
-            continue
-        sha = sha256_of(path)
-        done = store.record(sha)
-        if done is not None:
-            reason = f"{path}: duplicate: same content as batch '{done['batch']['name']}' processed at {done['measured_at']}"
-            quarantined.append(_quarantine(store, path, sha, reason))
-            continue
-        if (store.batches / sha / "batch.npz").exists():
-            quarantined.append(_quarantine(store, path, sha, f"{path}: duplicate: same content as a batch already claimed"))
-            continue
-        try:
-            validate(path)
-        except ValueError as exc:
-            quarantined.append(_quarantine(store, path, sha, str(exc)))
-            continue
-        ref = BatchRef(sha256=sha, name=path.stem, path=str(store.batches / sha / "batch.npz"), arrived_at=_mtime(path))
-        # Meta first, then the rename: a crash in between leaves the file in landing to be claimed again.
-        write_json(store.batches / sha / "meta.json", ref.to_dict())
-        os.replace(path, ref.path)
-        claimed.append(ref)
+def ingest(
+    store: DriftStore,
+    load: Callable[[Path], Any],
+    sha256_of: Callable[[Path], str] | None = None,
+    limits: InputLimits | None = None,
+) -> IngestResult:
+    """Claim every valid landed batch, quarantine everything else with a reason; returns all pending batches.
+
+    `load` validates a batch file and returns its (images, labels); their content digest keys the batch.
+    `sha256_of` is kept for callers that pass a file hash function: the file's sha256 is recorded either way.
+    """
+    limits = limits or InputLimits.from_env()
+    claimed: list[BatchRef] = []
+    quarantined: list[Quarantined] = []
+    with store.lock("ingest"):
+        for path in store.landed():
+            outcome = _ingest_one(store, path, load, limits)
+            if isinstance(outcome, BatchRef):
+                claimed.append(outcome)
+            elif isinstance(outcome, Quarantined):
+                quarantined.append(outcome)
     return IngestResult(claimed=claimed, quarantined=quarantined, pending=store.pending())
 
 
-def _quarantine(store: DriftStore, path: Path, sha: str | None, reason: str) -> Quarantined:
-    target = store.quarantine / (f"{path.stem}-{sha[:12]}{path.suffix}" if sha else path.name)
+def _ingest_one(store: DriftStore, path: Path, load: Callable[[Path], Any], limits: InputLimits) -> BatchRef | Quarantined | None:
+    """Claim or quarantine one landed entry; None when it vanished meanwhile."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return _quarantine(store, path, None, f"{path}: is a symbolic link; producers rename a regular file into landing")
+    if not stat.S_ISREG(info.st_mode):
+        return _quarantine(store, path, None, f"{path}: is not a regular file (mode {stat.filemode(info.st_mode)})")
+    if path.suffix != ".npz":
+        return _quarantine(store, path, None, f"{path}: format: expected a .npz batch")
+    try:
+        blob = read_regular_file(path, limits.batch_max_file_bytes, ValueError)
+    except ValueError as exc:
+        return _quarantine(store, path, None, str(exc))
+    file_sha = hashlib.sha256(blob).hexdigest()
+    # Validate a private copy of exactly these bytes: what is claimed is what was validated, whatever happens to
+    # the landed path afterwards.
+    staged = atomic_write_bytes(store.root / "staging" / f"{uuid.uuid4().hex}.npz", blob)
+    del blob
+    try:
+        try:
+            arrays = load(staged)
+        except ValueError as exc:
+            return _quarantine(store, path, file_sha, str(exc).replace(str(staged), str(path)))
+        # A hostile file must end in quarantine, not crash the pass and stay in landing: any other error from
+        # the loader is a refusal too, logged with its traceback in case it is a bug.
+        except Exception as exc:  # noqa: BLE001
+            log.exception("loading %s failed unexpectedly", path)
+            return _quarantine(store, path, file_sha, f"{path}: unreadable batch: {type(exc).__name__}: {exc}")
+        sha = _content_key(arrays, file_sha)
+        done = store.record(sha)
+        if done is not None:
+            reason = (f"{path}: duplicate: same content as batch '{done['batch']['name']}' processed at "
+                      f"{done.get('measured_at')}")
+            return _quarantine(store, path, sha, reason)
+        folder = store.batches / sha
+        if (folder / "batch.npz").exists():
+            meta = json.loads((folder / "meta.json").read_text())
+            if meta.get("name") == path.stem and meta.get("file_sha256") == file_sha:
+                # This very file was claimed by a pass that stopped before removing it from landing.
+                path.unlink(missing_ok=True)
+                return None
+            return _quarantine(store, path, sha, f"{path}: duplicate: same content as batch '{meta.get('name')}' "
+                                                 "already claimed")
+        ref = BatchRef(sha256=sha, name=path.stem, path=str(folder / "batch.npz"), arrived_at=_mtime(info.st_mtime),
+                       file_sha256=file_sha)
+        # Meta first, then the data, then the landed file goes: a crash in between claims the file again.
+        write_json(folder / "meta.json", ref.to_dict())
+        os.replace(staged, ref.path)
+        path.unlink(missing_ok=True)
+        return ref
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _content_key(arrays: Any, file_sha: str) -> str:
+    """The content digest of a loader's (images, labels); the file's sha256 when the loader returns no arrays."""
+    if isinstance(arrays, tuple) and len(arrays) == 2:
+        from include.mlops.drift import content_digest
+
+        return content_digest(*arrays)
+    return file_sha
+
+
+def _quarantine(store: DriftStore, path: Path, sha: str | None, reason: str) -> Quarantined | None:
+    """Move a landed entry (itself, never a symlink's target) to a unique quarantine name beside its reason."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80] or "batch"
+    suffix = re.sub(r"[^A-Za-z0-9.]+", "_", path.suffix)[:16]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = store.quarantine / f"{stem}-{stamp}-{uuid.uuid4().hex[:12]}{suffix}"
     info = {"file": path.name, "sha256": sha, "reason": reason, "quarantined_at": _now()}
+    reason_path = target.with_name(target.name + ".reason.json")
     # The reason lands before the file moves, so a quarantined file never lacks its explanation.
-    write_json(target.with_name(target.name + ".reason.json"), info)
-    store.quarantine.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
+    write_json(reason_path, info)
+    try:
+        os.rename(path, target)  # no replace: the name is new, and rename moves a symlink or FIFO itself
+    except FileNotFoundError:
+        reason_path.unlink(missing_ok=True)
+        return None
+    log.info("quarantined %s -> %s: %s", path.name, target, reason)
     return Quarantined(name=path.name, path=str(target), reason=reason)
 
 
@@ -241,8 +360,8 @@ def _plot(rows: list[dict[str, Any]]) -> bytes:
         plt.close(fig)
 
 
-def _mtime(path: Path) -> str:
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).isoformat()
+def _mtime(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
 
 
 def _now() -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from include.mlops.drift import content_digest
 from include.mlops.drift import load_batch as load_any_batch
 from include.mlops.drift_policy import retrain_decision
 from include.mlops.drift_store import DriftStore, ingest, write_history
@@ -61,7 +62,7 @@ BAD_BATCHES = {
     "not-npz": (lambda p: (p.with_suffix(".csv").write_text("1,2,3"), p.with_suffix(".csv"))[1], "format: expected a .npz"),
     "not-a-zip": (lambda p: (p.write_bytes(b"hello"), p)[1], "not a readable .npz"),
     "truncated": (_truncated, "not a readable .npz"),
-    "pickled-objects": (_pickled, "not a readable .npz"),
+    "pickled-objects": (_pickled, r"dtype object: object \(pickled\) and structured arrays are refused"),
     "no-images": (lambda p: _npz(p, pixels=GOOD), "field 'images' is missing"),
     "wrong-shape": (lambda p: _npz(p, images=np.zeros((3, 32, 32), np.uint8)), r"shape \(N, 28, 28\)"),
     "empty": (lambda p: _npz(p, images=np.zeros((0, 28, 28), np.uint8)), "is empty"),
@@ -95,7 +96,9 @@ def test_good_batch_is_claimed_once_and_finished_after_a_crash(store: DriftStore
     first = ingest(store, load_batch, sha256_file)
     (claimed,) = first.claimed
     assert first.pending == [claimed] and Path(claimed.path).exists()
-    assert claimed.sha256 == sha256_file(Path(claimed.path))
+    # Keyed by the decoded arrays; the file's own sha256 is kept for the audit trail.
+    assert claimed.sha256 == content_digest(GOOD, np.arange(5))
+    assert claimed.file_sha256 == sha256_file(Path(claimed.path))
 
     # The run died before the processed marker: the next run finds the batch pending, claims nothing new.
     rerun = ingest(store, load_batch, sha256_file)
@@ -113,8 +116,8 @@ def test_good_batch_is_claimed_once_and_finished_after_a_crash(store: DriftStore
 
 
 def test_a_crash_between_meta_and_rename_claims_the_file_again(store: DriftStore):
-    path = _npz(store.landing / "day1.npz", images=GOOD)
-    sha = sha256_file(path)
+    _npz(store.landing / "day1.npz", images=GOOD)
+    sha = content_digest(GOOD, None)
     (store.batches / sha).mkdir(parents=True)
     (store.batches / sha / "meta.json").write_text("{}")  # meta written, file not yet moved
     result = ingest(store, load_batch, sha256_file)
