@@ -63,6 +63,29 @@ def _summary(task_id: str) -> dict:
     return get_current_context()["ti"].xcom_pull(task_ids=task_id)
 
 
+SIGNING_CONN_ID = "mnist_model_signing"
+
+
+def _signing_key(private: bool = False) -> bytes:
+    """A model-signing key as PEM bytes from the Airflow connection (password: private key; extra public_key).
+
+    Read inside the task that uses it and passed to include/ as bytes: never logged, never returned to XCom.
+    """
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(SIGNING_CONN_ID)
+    except AirflowNotFoundException:
+        raise AirflowFailException(f"no Airflow connection {SIGNING_CONN_ID}: the model cannot be signed or "
+                                   "verified (password: PEM private key, extra {\"public_key\": PEM})") from None
+    value = conn.password if private else conn.extra_dejson.get("public_key")
+    if not value:
+        raise AirflowFailException(f"connection {SIGNING_CONN_ID} has no "
+                                   f"{'password (the PEM private key)' if private else 'extra public_key (PEM)'}")
+    return value.encode()
+
+
 @contextmanager
 def _no_retry() -> Iterator[None]:
     """A failed gate or consistency check fails the task at once: retrying cannot change the verdict."""
@@ -158,16 +181,17 @@ def mnist_training():
 
     @task(multiple_outputs=False)
     def train_model(run: dict) -> dict:
-        """Train the CNN with the chosen backend, then scan the file it wrote on this worker."""
+        """Train the CNN with the chosen backend, then scan and sign the model it wrote on this worker."""
         from include.mlops.training_run import checked_training
         from include.mnist.train import TrainConfig
 
         params, _, _ = _context()
-        output, dataset, config = _run_dir() / "model.pt", run["dataset"], TrainConfig.from_params(params).to_dict()
+        output, dataset = _run_dir() / "model" / "model.safetensors", run["dataset"]
+        config = TrainConfig.from_params(params).to_dict()
         trained = _trainer(params)(config=config, data_dir=Path(dataset["data_dir"]), output=output,
                                    digests=dataset["digests"])
         with _no_retry():
-            return {**run, "trained": checked_training(trained, output)}
+            return {**run, "trained": checked_training(trained, output, _signing_key(private=True))}
 
     @task(multiple_outputs=False)
     def evaluate_model(run: dict) -> dict:
@@ -177,9 +201,12 @@ def mnist_training():
         from include.mnist.spec import MNIST
 
         params, settings = _context()[0], _settings()
-        champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir)
-        evaluation = evaluate_against_champion(MNIST, run["trained"]["model_path"], run["dataset"]["data_dir"],
-                                               params["max_test_samples"] or None, champion)
+        public_key = _signing_key()
+        with _no_retry():  # a signature that does not verify will not verify on a retry either
+            champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir,
+                                      public_key)
+            evaluation = evaluate_against_champion(MNIST, run["trained"], run["dataset"]["data_dir"],
+                                                   params["max_test_samples"] or None, champion, public_key)
         return {**run, "evaluation": evaluation}
 
     @task(multiple_outputs=True)  # publish_model reads single keys
@@ -194,8 +221,9 @@ def mnist_training():
         from include.settings import REPO_ROOT
 
         _, dag_id, run_id = _context()
-        registered = register(MNIST, run, settings=_settings(), dag_id=dag_id, run_id=run_id,
-                              code_version=code_version(REPO_ROOT))
+        with _no_retry():
+            registered = register(MNIST, run, settings=_settings(), dag_id=dag_id, run_id=run_id,
+                                  code_version=code_version(REPO_ROOT), public_key=_signing_key())
         record_challenger(registered["registered"], actor=_actor(), store=ArtifactoryHook(),
                           repo=registered["artifactory_repo"])
         return {**run, **registered}
@@ -211,7 +239,7 @@ def mnist_training():
         run, settings = {**_summary("register_model"), "published": published}, _settings()
         with _no_retry():
             sbom = generate_boms(MNIST, run, published, ArtifactoryHook(), sbom_tool=settings.sbom_tool,
-                                 run_dir=_run_dir(), pipeline=_context()[1])
+                                 run_dir=_run_dir(), pipeline=_context()[1], public_key=_signing_key())
         model_ref = f"{published['repo']}/{published['path'].lstrip('/')}"
         return {**run, "sbom": sbom, "sbom_path": sbom["path"], "model_ref": model_ref}
 
@@ -221,10 +249,13 @@ def mnist_training():
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
         from include.mlops.promotion import promote
+        from include.mlops.training_run import verify_published
 
         params, dag_id, run_id = _context()
         run = _summary("generate_sbom")
         with _no_retry():
+            # What release_model copies is what was signed: the published files verify against the public key.
+            verify_published(run, ArtifactoryHook(), _signing_key())
             promotion = promote(run, scan, ArtifactoryHook(), run_dir=_run_dir(), min_accuracy=params["min_accuracy"],
                                 max_regression=params["max_regression"], dag_id=dag_id, run_id=run_id, actor=_actor())
         return {**run, "scan": scan, "promotion": promotion}
