@@ -198,7 +198,8 @@ class KubernetesTraining:
         if self.gpus and config.get("device", "auto") == "auto":
             # GPUs were asked for: fail in the pod when none is visible rather than train on its CPU.
             config = {**config, "device": "cuda"}
-        volumes, mounts = self.volumes(data_dir, output.parent)
+        # The model's own folder (output.parent) holds only what is signed; the pod's log goes to the run directory.
+        volumes, mounts = self.volumes(data_dir, output.parent.parent)
         limits = dict(self.limits)
         tolerations = [dict(t) for t in self.tolerations]
         if self.gpus:
@@ -206,7 +207,7 @@ class KubernetesTraining:
             limits[GPU_RESOURCE] = str(self.gpus)
             if not any(t.get("key") == GPU_RESOURCE for t in tolerations):
                 tolerations.append(dict(GPU_TOLERATION))
-        log_path = output.parent / LOG_NAME
+        log_path = output.parent.parent / LOG_NAME
         return KubernetesPodOperator(
             task_id="train_model_kubernetes",
             name="mnist-training",
@@ -277,7 +278,7 @@ class KubernetesTraining:
         """The pod's result line (from its log in the run directory), after the Docker path's checks."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        log_path = output.parent / LOG_NAME
+        log_path = output.parent.parent / LOG_NAME
         try:
             lines = log_path.read_text().splitlines()
         except FileNotFoundError:

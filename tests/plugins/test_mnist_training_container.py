@@ -107,7 +107,7 @@ def test_operator_mounts_data_read_only_and_the_run_dir_read_write_with_no_secre
     from docker.types import DeviceRequest
 
     monkeypatch.setenv("AIRFLOW_CONN_JFROG_DEFAULT", json.dumps({"conn_type": "jfrog", "password": SECRET}))
-    output = tmp_path / "runs" / "r1" / "model.pt"
+    output = tmp_path / "runs" / "r1" / "model" / "model.safetensors"
     op = ContainerTraining(gpus=gpus).operator(config=TINY, data_dir=DATA_DIR, output=output)
     assert op.image == DEFAULT_IMAGE and op.task_id == "train_model_container"
     expected_config = {**TINY, "device": "cuda"} if gpus else TINY
@@ -131,7 +131,7 @@ def test_a_containerised_worker_mounts_the_shared_volume_and_uses_the_images_dat
     state = Path("/opt/mlops/state")
     settings = ContainerTraining(mounts={"mnist-mlops-state": str(state)}, data_dir="/opt/mlops/include/data/mnist")
     op = settings.operator(config=TINY, data_dir=Path("/opt/airflow/include/data/mnist"),
-                           output=state / "runs" / "r1" / "model.pt")
+                           output=state / "runs" / "r1" / "model" / "model.safetensors")
     assert [(m["Source"], m["Target"], m["Type"]) for m in op.mounts] == [
         ("mnist-mlops-state", str(state), "volume")]
     assert op.command[op.command.index("--data-dir") + 1] == "/opt/mlops/include/data/mnist"
@@ -141,8 +141,8 @@ def test_entry_point_run_with_the_operators_argv_and_env_returns_train_models_di
     """(a) What the image runs: its ENTRYPOINT plus the operator's command, with its ENV plus the operator's."""
     from include.mlops.model_scan import assert_safe_model_file
 
-    output = tmp_path / "run" / "model.pt"
-    output.parent.mkdir()
+    output = tmp_path / "run" / "model" / "model.safetensors"
+    output.parent.mkdir(parents=True)
     settings = ContainerTraining()
     op = settings.operator(config=TINY, data_dir=DATA_DIR, output=output)
     image = training_image_here()
@@ -178,24 +178,24 @@ def test_result_refuses_a_foreign_path_or_unvalidated_data(tmp_path: Path) -> No
 
     digests = read_checksums(DATA_DIR)
     line = "MNIST_TRAIN_RESULT " + json.dumps({
-        "result": {"model_path": str(tmp_path / "model.pt"), "sha256": "00",
+        "result": {"model_path": str(tmp_path / "model" / "model.safetensors"), "sha256": "00",
                    "data_digests": {"train-images-idx3-ubyte.gz": "ff" * 32}},
         "config": {}, "python": "/usr/local/bin/python"})
     with pytest.raises(AirflowFailException, match="not /elsewhere/model.pt"):
         ContainerTraining().result([line], output=Path("/elsewhere/model.pt"), digests=digests)
     with pytest.raises(AirflowFailException, match="train-images-idx3-ubyte.gz"):
-        ContainerTraining().result([line], output=tmp_path / "model.pt", digests=digests)
+        ContainerTraining().result([line], output=tmp_path / "model" / "model.safetensors", digests=digests)
     silent = line.replace('{"train-images-idx3-ubyte.gz": "' + "ff" * 32 + '"}', "{}")
     assert silent != line  # a container that reports no data digests must not pass either
     with pytest.raises(AirflowFailException, match="train-labels-idx1-ubyte.gz"):
-        ContainerTraining().result([silent], output=tmp_path / "model.pt", digests=digests)
+        ContainerTraining().result([silent], output=tmp_path / "model" / "model.safetensors", digests=digests)
 
 
 def test_docker_operator_trains_through_the_engine_api(tmp_path: Path, engine: DockerEngineStub) -> None:
     """(c) The real DockerOperator and docker SDK: pull when missing, create, attach, start, wait, remove."""
     from include.mlops.model_scan import assert_safe_model_file
 
-    output = tmp_path / "runs" / "r1" / "model.pt"
+    output = tmp_path / "runs" / "r1" / "model" / "model.safetensors"
     settings = ContainerTraining(docker_url=engine.url)
     trained = settings.train({}, config=TINY, data_dir=DATA_DIR, output=output, digests=read_checksums(DATA_DIR))
     assert set(trained) == in_process_keys() and trained["num_train_samples"] == 256
@@ -219,5 +219,5 @@ def test_a_failing_container_fails_the_task_and_is_removed(tmp_path: Path, engin
     empty.mkdir()
     settings = ContainerTraining(docker_url=engine.url, data_dir=str(empty))
     with pytest.raises(DockerContainerFailedException, match="StatusCode.: 1"):
-        settings.train({}, config=TINY, data_dir=DATA_DIR, output=tmp_path / "run" / "model.pt", digests={})
+        settings.train({}, config=TINY, data_dir=DATA_DIR, output=tmp_path / "run" / "model" / "model.safetensors", digests={})
     assert len(engine.removed) == 1 and engine.containers == {}

@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "include" / "data" / "mnist"
 TINY = {"epochs": 1, "batch_size": 64, "max_train_samples": 256, "seed": 3, "preset": "fast"}
 STATE = Path("/opt/mlops/state")
-RUN_OUTPUT = STATE / "runs" / "mnist_training" / "manual__2026-01-01" / "model.pt"
+RUN_DIR = STATE / "runs" / "mnist_training" / "manual__2026-01-01"
+RUN_OUTPUT = RUN_DIR / "model" / "model.safetensors"
 WORKER_DATA = STATE / "data" / "mnist" / "v2"
 K8S_VERSION = kubernetes_validate.latest_version()
 
@@ -118,8 +119,8 @@ def test_cpu_pod_is_valid_and_locked_down(monkeypatch: pytest.MonkeyPatch) -> No
     volumes = {v["name"]: v for v in spec["volumes"]}
     # /tmp is the only scratch space (emptyDir); the run directory is the only shared writable path.
     assert volumes[mounts["/tmp"]["name"]]["emptyDir"]
-    assert mounts[str(RUN_OUTPUT.parent)].get("readOnly") is not True
-    assert mounts[str(RUN_OUTPUT.parent)]["subPath"] == str(RUN_OUTPUT.parent.relative_to(STATE))
+    assert mounts[str(RUN_DIR)].get("readOnly") is not True
+    assert mounts[str(RUN_DIR)]["subPath"] == str(RUN_DIR.relative_to(STATE))
     assert mounts[str(WORKER_DATA)]["readOnly"] is True
     assert volumes[mounts[str(WORKER_DATA)]["name"]]["persistentVolumeClaim"]["claimName"] == "mnist-mlops-state"
     # Nothing from the worker's environment reaches the pod.
@@ -151,12 +152,12 @@ def test_the_images_own_data_needs_no_mount() -> None:
     assert kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
     (container,) = pod["spec"]["containers"]
     assert container["args"][container["args"].index("--data-dir") + 1] == "/opt/mlops/include/data/mnist"
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {str(RUN_OUTPUT.parent), "/tmp"}
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {str(RUN_DIR), "/tmp"}
 
 
 def test_a_run_directory_off_the_shared_claim_is_refused() -> None:
     with pytest.raises(ValueError, match="run directory /elsewhere/run is not under /opt/mlops/state"):
-        pod_for(enabled(), output=Path("/elsewhere/run/model.pt"))
+        pod_for(enabled(), output=Path("/elsewhere/run/model/model.safetensors"))
     with pytest.raises(ValueError, match="data directory /opt/airflow/include/data/mnist is not under"):
         pod_for(enabled(), data_dir=Path("/opt/airflow/include/data/mnist"))
 
@@ -178,7 +179,7 @@ def test_the_pods_command_trains_and_the_worker_reads_its_result(tmp_path: Path)
     from include.mlops.model_scan import assert_safe_model_file
 
     state = tmp_path / "state"
-    output = state / "runs" / "r1" / "model.pt"
+    output = state / "runs" / "r1" / "model" / "model.safetensors"
     output.parent.mkdir(parents=True)
     settings = KubernetesTraining(state_mount_path=str(state), data_dir=str(DATA_DIR))
     pod = pod_for(settings, output=output)
@@ -189,7 +190,9 @@ def test_the_pods_command_trains_and_the_worker_reads_its_result(tmp_path: Path)
     proc = subprocess.run([*container["command"], *container["args"]], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (output.parent / LOG_NAME).is_file()
+    # The log goes to the run directory: the model's folder holds only the files that are signed.
+    assert (output.parent.parent / LOG_NAME).is_file()
+    assert sorted(p.name for p in output.parent.iterdir()) == ["model.json", "model.safetensors"]
     trained = settings.result(output=output, digests=read_checksums(DATA_DIR))
     assert trained["model_path"] == str(output) and trained["num_train_samples"] == 256
     assert trained["sha256"] == assert_safe_model_file(output).sha256
@@ -199,12 +202,12 @@ def test_the_pods_command_trains_and_the_worker_reads_its_result(tmp_path: Path)
 def test_a_failed_pod_leaves_no_result_to_trust(tmp_path: Path) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
-    output = tmp_path / "run" / "model.pt"
-    output.parent.mkdir()
+    output = tmp_path / "run" / "model" / "model.safetensors"
+    output.parent.mkdir(parents=True)
     settings = KubernetesTraining(state_mount_path=str(tmp_path))
-    with pytest.raises(AirflowFailException, match=f"wrote no {output.parent / LOG_NAME}"):
+    with pytest.raises(AirflowFailException, match=f"wrote no {output.parent.parent / LOG_NAME}"):
         settings.result(output=output, digests={})
-    (output.parent / LOG_NAME).write_text("Traceback (most recent call last):\n  ...\nRuntimeError: CUDA\n")
+    (output.parent.parent / LOG_NAME).write_text("Traceback (most recent call last):\n  ...\nRuntimeError: CUDA\n")
     with pytest.raises(AirflowFailException, match="printed no result line"):
         settings.result(output=output, digests={})
 
