@@ -18,7 +18,7 @@ _SPLIT_OF_PREFIX = {"train": "train", "t10k": "test", "test": "test"}
 
 
 def load(path: Path) -> Any:
-    """The saved CNN (either architecture) on CPU in eval mode, weights only."""
+    """The saved CNN (either architecture) on CPU in eval mode, from model.safetensors and model.json (no pickle)."""
     from include.mnist.train import load_model
 
     return load_model(Path(path))
@@ -33,7 +33,7 @@ def model_card(architecture: str) -> ModelCard:
     """The ML-BOM model card of the MNIST digit classifier trained with `architecture`."""
     return ModelCard(
         architecture=architecture,
-        description=f"PyTorch {architecture} MNIST digit classifier, torch state_dict (weights only)",
+        description=f"PyTorch {architecture} MNIST digit classifier: safetensors weights, JSON config, signed",
         task="image-classification",
         architecture_family="convolutional neural network",
         inputs=("uint8 grayscale images (N, 1, 28, 28), normalized to float32 with MNIST mean 0.1307 and std 0.3081",),
@@ -42,7 +42,7 @@ def model_card(architecture: str) -> ModelCard:
         use_cases=("classifying centred 28x28 grayscale handwritten digits",),
         limitations=(
             "trained on MNIST only: off-centre, rotated, colour or non-digit inputs are out of distribution",
-            "a state_dict loads only into the architecture recorded here (weights_only=True)",
+            "the weights load only into the architecture recorded in model.json, after the signature verifies",
         ),
         tradeoffs=("a small CNN chosen for CPU training speed over the last 0.5% accuracy",),
         ethical=((

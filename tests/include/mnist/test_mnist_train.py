@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -19,6 +20,7 @@ from include.mnist.model import (
     ARCHITECTURE,
     MNIST_MEAN,
     MNIST_STD,
+    QUALITY_ARCHITECTURE,
     MnistCNN,
     NarrowCNN,
     build_model,
@@ -26,7 +28,6 @@ from include.mnist.model import (
     normalize,
 )
 from include.mnist.train import (
-    ARCHITECTURE_KEY,
     ModelFileError,
     TrainConfig,
     TrainResult,
@@ -54,7 +55,7 @@ class Trained:
 def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Trained:
     out_dir = tmp_path_factory.mktemp("model")
     lines: list[str] = []
-    path = out_dir / "nested" / "model.pt"
+    path = out_dir / "nested" / "model.safetensors"
     result = train_model(SMALL, data_dir, path, log=lines.append)
     return Trained(result=result, path=path, log=lines)
 
@@ -163,15 +164,20 @@ def test_training_learns_and_reports(trained: Trained, data_dir: Path) -> None:
     assert evaluation.to_dict()["num_samples"] == 500
 
 
-def test_saved_file_is_atomic_and_weights_only(trained: Trained) -> None:
+def test_saved_model_is_safetensors_plus_config_written_atomically(trained: Trained) -> None:
+    from safetensors.torch import load_file
+
     path = trained.path
     assert trained.result.model_path == str(path)
     assert trained.result.sha256 == sha256_file(path)
-    assert os.listdir(path.parent) == ["model.pt"]  # no temp file left behind
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state.pop(ARCHITECTURE_KEY)
+    assert sorted(os.listdir(path.parent)) == ["model.json", "model.safetensors"]  # no temp file left behind
+    assert trained.result.model_config == str(path.parent / "model.json")
+    config = json.loads((path.parent / "model.json").read_text())
+    assert config == {"format": "mnist-cnn-safetensors/1", "architecture": "fast99-narrow-cnn", "preset": "fast",
+                      "input_shape": [1, 28, 28], "input_dtype": "uint8", "dtype": "float32", "num_classes": 10}
+    state = load_file(path)
     assert set(state) == set(NarrowCNN().state_dict())
-    model = load_model(path)
+    model = load_model(path.parent)
     assert not model.training and isinstance(model, NarrowCNN)
     x = normalize(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))
     with torch.no_grad():
@@ -181,23 +187,24 @@ def test_saved_file_is_atomic_and_weights_only(trained: Trained) -> None:
 
 
 def test_training_is_deterministic(trained: Trained, data_dir: Path, tmp_path: Path) -> None:
-    again = train_model(SMALL, data_dir, tmp_path / "again.pt")
-    first = torch.load(trained.path, weights_only=True)
-    second = torch.load(tmp_path / "again.pt", weights_only=True)
+    from safetensors.torch import load_file
+
+    again = train_model(SMALL, data_dir, tmp_path / "again" / "model.safetensors")
+    first, second = load_file(trained.path), load_file(tmp_path / "again" / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert [m.loss for m in again.epochs] == [m.loss for m in trained.result.epochs]
     assert again.sha256 == trained.result.sha256  # the artifact itself is byte-reproducible
     other = train_model(
         TrainConfig(epochs=1, batch_size=64, max_train_samples=256, seed=8, device="cpu"),
         data_dir,
-        tmp_path / "other.pt",
+        tmp_path / "other" / "model.safetensors",
     )
-    third = torch.load(other.model_path, weights_only=True)
+    third = load_file(other.model_path)
     assert not torch.equal(first["fc2.weight"], third["fc2.weight"])
 
 
 def test_failed_save_keeps_previous_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    path = tmp_path / "model.pt"
+    path = tmp_path / "model.safetensors"
     path.write_bytes(b"previous model")
 
     def broken_replace(src: str, dst: str) -> None:
@@ -205,25 +212,70 @@ def test_failed_save_keeps_previous_file(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     monkeypatch.setattr(train_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        train_module.save_state_dict(build_model(), path)
+        train_module.save_model(build_model(), path, "fast")
     assert path.read_bytes() == b"previous model"
-    assert os.listdir(tmp_path) == ["model.pt"]
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_a_model_is_never_saved_as_a_pickle(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="safetensors"):
+        train_module.save_model(build_model(), tmp_path / "model.pt", "fast")
 
 
 class _NotWeights:
     pass
 
 
-def test_load_model_rejects_bad_files(tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a torch file")
-    wrong_keys = tmp_path / "wrong-keys.pt"
-    torch.save({"weight": torch.zeros(3)}, wrong_keys)
+def _saved(folder: Path, architecture: str = ARCHITECTURE) -> Path:
+    path = folder / "model.safetensors"
+    train_module.save_model(build_model(architecture), path, "fast")
+    return path
+
+
+def test_load_model_never_unpickles(tmp_path: Path) -> None:
+    """A torch pickle, even a harmless state dict, is refused by the loader: the pipeline loads safetensors only."""
+    legacy = tmp_path / "legacy.pt"
+    train_module.save_state_dict(build_model(), legacy)
     pickled = tmp_path / "pickled-object.pt"
-    torch.save({"obj": _NotWeights()}, pickled)  # weights_only=True must refuse to unpickle this
-    plain_pickle = tmp_path / "plain.pt"
+    torch.save({"obj": _NotWeights()}, pickled)
+    plain_pickle = tmp_path / "plain.pkl"
     plain_pickle.write_bytes(pickle.dumps([1, 2, 3], protocol=2))
-    for path in (garbage, wrong_keys, pickled, plain_pickle):
-        with pytest.raises(ModelFileError) as info:
+    for path in (legacy, pickled, plain_pickle):
+        with pytest.raises(ModelFileError, match="only safetensors") as info:
             load_model(path)
         assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: (d / "model.json").unlink(), "not a readable model config"),
+        (lambda d: (d / "model.json").write_text("[1]"), "not a JSON object"),
+        (lambda d: (d / "model.json").write_text(json.dumps({"architecture": "gpt"})), "keys"),
+        (lambda d: _edit_config(d, architecture="resnet"), "unknown architecture"),
+        (lambda d: _edit_config(d, input_shape=[3, 32, 32]), "input_shape"),
+        (lambda d: _edit_config(d, architecture=QUALITY_ARCHITECTURE), "tensor names differ"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"not a torch file"), "safetensors header"),
+        (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-4]), "cover"),
+        (lambda d: _replace_weights(d, {"weight": torch.zeros(3)}), "tensor names differ"),
+        (lambda d: _replace_weights(d, {k: v.double() for k, v in build_model().state_dict().items()}),
+         "differ in dtype or shape"),
+    ],
+)
+def test_load_model_rejects_bad_files(tmp_path: Path, change, message: str) -> None:
+    _saved(tmp_path)
+    change(tmp_path)
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+def _edit_config(folder: Path, **changes: object) -> None:
+    config = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**config, **changes}))
+
+
+def _replace_weights(folder: Path, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
