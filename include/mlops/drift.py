@@ -187,6 +187,8 @@ def _read_npy(
                 raise BatchError(f"{path}: field 'images' is empty")
         elif dtype.kind not in "iu":
             raise BatchError(f"{path}: field 'labels' must be integers, got {dtype}")
+        if any(size < 0 for size in shape):
+            raise BatchError(f"{path}: field '{field}' header shape {shape} has a negative dimension")
         rows = shape[0] if shape else 1
         if rows > limits.batch_max_rows:
             raise BatchError(f"{path}: field '{field}' declares {rows} rows, over the limit of {limits.batch_max_rows} "
