@@ -13,7 +13,7 @@ from include.mnist import container
 def test_entry_point_trains_scans_and_prints_the_result(
     tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    output = tmp_path / "run" / "model.pt"
+    output = tmp_path / "run" / "model" / "model.safetensors"
     config = {"epochs": 1, "batch_size": 64, "max_train_samples": 256, "seed": 3, "device": "cpu"}
     assert container.main(container.container_command(config, data_dir, output)) == 0
     result = container.parse_result(capsys.readouterr().out)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.deterministic
+from safetensors.torch import load_file
 
 from include.mnist import train as train_module
 from include.mnist.evaluate import evaluate_model
@@ -26,14 +27,13 @@ from include.mnist.model import (
     shifted_views,
 )
 from include.mnist.train import (
-    ARCHITECTURE_KEY,
     PRESETS,
     ModelFileError,
     NesterovSGD,
     TrainConfig,
     amp_dtype_for,
     load_model,
-    read_architecture,
+    save_model,
     train_model,
 )
 
@@ -126,16 +126,16 @@ def test_translation_gathers_shifted_crops() -> None:
 
 def test_quality_training_saves_architecture_and_reloads(tmp_path: Path, data_dir: Path) -> None:
     lines: list[str] = []
-    result = train_model(TINY_QUALITY, data_dir, tmp_path / "q.pt", log=lines.append)
+    result = train_model(TINY_QUALITY, data_dir, tmp_path / "q" / "model.safetensors", log=lines.append)
     assert result.preset == "quality" and result.architecture == QUALITY_ARCHITECTURE
     assert result.parameters == FAST995_PARAMETERS and result.steps_per_epoch == 4
-    state = torch.load(tmp_path / "q.pt", weights_only=True)
-    assert read_architecture(state) == QUALITY_ARCHITECTURE
-    model = load_model(tmp_path / "q.pt")
+    config = json.loads((tmp_path / "q" / "model.json").read_text())
+    assert config["architecture"] == QUALITY_ARCHITECTURE and config["preset"] == "quality"
+    model = load_model(tmp_path / "q" / "model.safetensors")
     assert isinstance(model, BnCNN) and not model.training
-    evaluation = evaluate_model(tmp_path / "q.pt", data_dir, max_samples=200, device="cpu")
+    evaluation = evaluate_model(tmp_path / "q" / "model.safetensors", data_dir, max_samples=200, device="cpu")
     assert evaluation.num_samples == 200 and 0.0 <= evaluation.accuracy <= 1.0
-    again = train_model(TINY_QUALITY, data_dir, tmp_path / "q2.pt")
+    again = train_model(TINY_QUALITY, data_dir, tmp_path / "q2" / "model.safetensors")
     assert again.sha256 == result.sha256  # augmentation draws are seeded too
     assert "preset=quality" in lines[0]
 
@@ -151,7 +151,7 @@ def test_cpu_fallback_records_how_it_ran(
     before = torch.are_deterministic_algorithms_enabled()
     fill_before = torch.utils.deterministic.fill_uninitialized_memory
     config = TrainConfig(epochs=1, batch_size=100, max_train_samples=250, device="auto", cuda_graph=True)
-    result = train_model(config, data_dir, tmp_path / "m.pt")
+    result = train_model(config, data_dir, tmp_path / "m" / "model.safetensors")
     assert result.device == "cpu" and result.cuda_graph is False and result.amp_dtype is None
     assert result.capture_seconds == 0.0
     assert result.steps_per_epoch == 2  # the partial batch of 50 is dropped
@@ -160,11 +160,11 @@ def test_cpu_fallback_records_how_it_ran(
     assert result.threads >= 1 and result.torch_version == torch.__version__
     assert result.versions["torch"] == torch.__version__ and result.versions["cuda"]
     assert json.loads(json.dumps(result.to_dict()))["preset"] == "fast"
-    state = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert read_architecture(state) == FAST_ARCHITECTURE == result.architecture
-    assert set(state) - {ARCHITECTURE_KEY} == set(NarrowCNN().state_dict())
+    state = load_file(tmp_path / "m" / "model.safetensors")
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["architecture"] == FAST_ARCHITECTURE
+    assert result.architecture == FAST_ARCHITECTURE and set(state) == set(NarrowCNN().state_dict())
     with pytest.raises(ValueError, match="CUDA is not available"):
-        train_model(TrainConfig(device="cuda", max_train_samples=64), data_dir, tmp_path / "x.pt")
+        train_model(TrainConfig(device="cuda", max_train_samples=64), data_dir, tmp_path / "x" / "model.safetensors")
 
 
 def test_precision_auto_uses_bf16_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,38 +180,33 @@ def test_precision_auto_uses_bf16_only_where_the_cpu_computes_it(monkeypatch: py
 
 def test_bf16_cpu_training_is_reproducible_and_recorded(tmp_path: Path, data_dir: Path) -> None:
     config = TrainConfig(epochs=1, batch_size=100, max_train_samples=400, device="cpu", precision="bf16")
-    first = train_model(config, data_dir, tmp_path / "a.pt")
-    again = train_model(config, data_dir, tmp_path / "b.pt")
+    first = train_model(config, data_dir, tmp_path / "a" / "model.safetensors")
+    again = train_model(config, data_dir, tmp_path / "b" / "model.safetensors")
     assert first.amp_dtype == "bfloat16" and first.sha256 == again.sha256
     assert [(e.loss, e.train_accuracy) for e in first.epochs] == [(e.loss, e.train_accuracy) for e in again.epochs]
 
 
-def test_load_model_rejects_unknown_or_malformed_architecture(tmp_path: Path) -> None:
-    state = {k: v for k, v in build_model().state_dict().items()}
-    unknown = tmp_path / "unknown.pt"
-    torch.save({**state, ARCHITECTURE_KEY: torch.tensor(list(b"vit-9000"), dtype=torch.uint8)}, unknown)
-    malformed = tmp_path / "malformed.pt"
-    torch.save({**state, ARCHITECTURE_KEY: torch.zeros(2, 2)}, malformed)
-    mismatch = tmp_path / "mismatch.pt"
-    torch.save(
-        {**state, ARCHITECTURE_KEY: torch.tensor(list(QUALITY_ARCHITECTURE.encode()), dtype=torch.uint8)},
-        mismatch,
-    )
-    for path, message in (
-        (unknown, "vit-9000"),
-        (malformed, ARCHITECTURE_KEY),
-        (mismatch, QUALITY_ARCHITECTURE),
+def test_load_model_rejects_unknown_or_mismatched_architecture(tmp_path: Path) -> None:
+    for name, architecture, message in (
+        ("unknown", "vit-9000", "unknown architecture 'vit-9000'"),
+        ("malformed", 5, "unknown architecture 5"),
+        ("mismatch", QUALITY_ARCHITECTURE, f"tensor names differ from {QUALITY_ARCHITECTURE}"),
     ):
+        path = tmp_path / name / "model.safetensors"
+        save_model(build_model(), path, "fast")
+        config = json.loads(path.with_name("model.json").read_text())
+        path.with_name("model.json").write_text(json.dumps({**config, "architecture": architecture}))
         with pytest.raises(ModelFileError) as info:
             load_model(path)
-        assert str(path) in str(info.value) and message in str(info.value)
+        assert str(path.parent) in str(info.value) and message in str(info.value)
 
 
-def test_untagged_fast99_files_still_load(tmp_path: Path) -> None:
-    # Champions saved before the fast preset moved to NarrowCNN carry no architecture tag: they are fast99.
-    legacy = tmp_path / "legacy.pt"
-    torch.save(MnistCNN().state_dict(), legacy)
-    model = load_model(legacy)
-    assert type(model) is MnistCNN and model.architecture == ARCHITECTURE
+def test_each_architecture_round_trips_through_its_config(tmp_path: Path) -> None:
+    # fast99 (the original widths) and the narrow nightly network are told apart by model.json, not by sniffing.
+    for architecture, cls in ((ARCHITECTURE, MnistCNN), (FAST_ARCHITECTURE, NarrowCNN)):
+        path = tmp_path / architecture / "model.safetensors"
+        save_model(build_model(architecture), path, "fast")
+        model = load_model(path.parent)
+        assert type(model) is cls and model.architecture == architecture
     narrow = build_model(FAST_ARCHITECTURE)
     assert type(narrow) is NarrowCNN and count_parameters(narrow) < count_parameters(MnistCNN())
