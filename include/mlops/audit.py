@@ -80,6 +80,15 @@ def record(
     return entry
 
 
+def record_challenger(registered: Mapping[str, Any], *, actor: Actor | Mapping[str, str], store: AuditStore | None,
+                      repo: str | None) -> dict[str, Any]:
+    """Record that a training run registered its version as `challenger` (register_training_run's result)."""
+    return record(registered["tracking_uri"], registered["model_name"], registered["version"],
+                  event="challenger.set", outcome=registry.CHALLENGER, actor=actor,
+                  reason=f"registered from MLflow run {registered['run_id']}", store=store, repo=repo,
+                  details={"alias": registry.CHALLENGER, "mlflow_run_id": registered["run_id"]})
+
+
 def history(tracking_uri: str, model_name: str, version: str | None = None) -> list[dict[str, Any]]:
     """Every audit event of the model (or one version), oldest first, with the tag it is stored under."""
     versions = registry.model_versions(tracking_uri, model_name)
