@@ -134,7 +134,11 @@ def _same_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> bool:
 
 
 def write_batch(landing_dir: Path, images: np.ndarray, labels: np.ndarray, name: str) -> Path:
-    """Atomically write <landing_dir>/<name>.npz; rewriting identical content is a no-op, different content fails."""
+    """Atomically write <landing_dir>/<name>.npz; rewriting identical content is a no-op, different content fails.
+
+    The drift store's producer contract (include/mlops/drift_store.py): the file is written under a hidden
+    name in the landing folder and appears under its final name only when complete.
+    """
     if not _NAME_RE.match(name):
         raise ValueError(f"batch name must match {_NAME_RE.pattern}, got {name!r}")
     images, labels = np.asarray(images), np.asarray(labels)
