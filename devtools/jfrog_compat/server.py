@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -30,16 +31,31 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
-DEFAULT_TOKEN = "local-test-token"
+# with no token given, a random one is written here in the state directory, readable by its owner only
+TOKEN_FILE = "access-token"
 DEFAULT_REPOS = ("ml-models-local", "ml-models-release", "mnist-data-local")  # the pipeline's repositories
 ARTIFACTORY_VERSION = "7.104.0-local"
 XRAY_VERSION = "3.120.0-local"
 CHUNK = 1024 * 1024
+# Connection hygiene, after Tomcat's HTTP connector (Artifactory runs on Tomcat; "Apache Tomcat 9 Configuration
+# Reference: The HTTP Connector"): connectionTimeout (20 s, also the keep-alive idle time), maxThreads, and
+# maxSwallowSize (an unread body up to this size is read and dropped so the connection can serve the next
+# request; a larger one is left unread and the connection closed).
+DEFAULT_READ_TIMEOUT = 20.0
+DEFAULT_WORKERS = 64
+SWALLOW_LIMIT = 2 * 1024 * 1024
+# Artifactory sets no REST upload limit; this one stops a runaway upload filling the disk (bench/bench_upload.py
+# sends 200 MB)
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024
+# JSON and AQL nesting beyond this is refused (400) before parsing: the parsers and the AQL matcher recurse
+MAX_NESTING = 64
+_CHUNK_LINE_MAX = 1024
 # status (+retry_after, body): answer that error; delay: sleep first (slow answer); reset: RST after the body;
 # reset_after_bytes: RST after reading that many body bytes (a reset during the upload); truncate: declare a
 # longer Content-Length than sent, then close; wrong_checksum: flip the SHA-256 the answer reports
@@ -206,6 +222,35 @@ def parse_matrix_params(matrix: Sequence[str]) -> dict[str, list[str]]:
 # AQL (JFrog "Artifactory Query Language"): items.find(<json>).include(...).sort({...}).offset(n).limit(n)
 
 
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}()]', re.DOTALL)
+
+
+def check_nesting(text: str, what: str, limit: int = MAX_NESTING) -> None:
+    """Refuse (400) text whose brackets, braces or parentheses nest deeper than `limit` outside JSON strings."""
+    depth = 0
+    for m in _STRUCTURE.finditer(text):
+        token = m.group()
+        if token in "[{(":
+            depth += 1
+            if depth > limit:
+                raise ApiError(400, f"{what} nests deeper than {limit} levels")
+        elif token in "]})":
+            depth -= 1
+
+
+def loads_json(raw: bytes | str, what: str) -> Any:
+    """Parse a JSON request body: 400 for bad UTF-8, bad JSON or nesting deeper than MAX_NESTING."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"{what} must be UTF-8") from exc
+    check_nesting(text, what)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, f"Failed to parse {what}: {exc}") from exc
+
+
 def _scan_balanced(text: str, start: int) -> int:
     """Return the index just after the ')' closing the '(' at text[start], skipping JSON strings."""
     depth, i, in_str = 0, start, False
@@ -230,6 +275,7 @@ def _scan_balanced(text: str, start: int) -> int:
 
 def parse_aql(query: str) -> dict[str, Any]:
     """Parse an items AQL query into criteria, include, sort, offset, limit."""
+    check_nesting(query, "AQL query")
     q = query.strip()
     m = re.match(r"items\s*\.\s*find\s*\(", q)
     if not m:
@@ -612,58 +658,113 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.owner.verbose:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
+    def setup(self) -> None:
+        # every socket read (request line, headers, body, the keep-alive wait) gives up after read_timeout
+        self.timeout = self.server.owner.read_timeout
+        super().setup()
+
     def _handle(self) -> None:
         owner = self.server.owner
         self._fault: dict[str, Any] = {}
         self._body_consumed = False
+        self._body_complete = False
         self._body_len = 0
+        self._logged = False
+        self.user: str | None = None
         raw_path, _, self.query_string = self.path.partition("?")
         self.raw_path = raw_path
         self.service = "xray" if raw_path.startswith("/xray/") else "artifactory"
-        fault = owner._take_fault(self.command, raw_path)
         try:
-            if fault is not None:
-                self._fault = fault
-                if fault.get("delay"):
-                    time.sleep(float(fault["delay"]))
-                if "reset_after_bytes" in fault:
-                    want = int(fault["reset_after_bytes"])
-                    for chunk in self._iter_body():
-                        if self._body_len >= want:
-                            break
-                        del chunk
-                    owner._log(self.command, raw_path, self._body_len)
-                    self._logged = True
-                    self._reset()
-                    return
-                if fault.get("reset"):
-                    self._drain_body()
-                    owner._log(self.command, raw_path, self._body_len)
-                    self._logged = True
-                    self._reset()
-                    return
-                if fault.get("status"):
-                    self._drain_body()
-                    headers = {}
-                    if "retry_after" in fault:
-                        headers["Retry-After"] = str(fault["retry_after"])
-                    raise ApiError(int(fault["status"]), fault.get("body", "Injected fault"), headers)
+            # framing and credentials are judged from the headers alone, before a byte of the body is read
+            self._declared_length = self._body_framing()
+            self.user = self._user()
+            if self.user is None and not self._anonymous():
+                raise ApiError(401, "Bad credentials" if self._sent_credentials() else "Authentication is required")
+            fault = owner._take_fault(self.command, raw_path)
+            if fault is not None and self._apply_fault(fault):
+                return
             self._dispatch()
         except ApiError as exc:
             with contextlib.suppress(OSError, ConnectionError):
-                self._drain_body()
                 self._send_error(exc)
+        except TimeoutError:
+            # a stalled upload: answer 408 and give the worker back (RFC 9110 "408 Request Timeout")
+            self._body_consumed = True
+            self.close_connection = True
+            with contextlib.suppress(OSError, ConnectionError):
+                self._send_error(ApiError(408, f"No request data for {owner.read_timeout:g} s"))
         except (OSError, ConnectionError):
             self.close_connection = True
         except Exception as exc:  # noqa: BLE001 - a fake must answer, not die
             with contextlib.suppress(OSError, ConnectionError):
-                self._drain_body()
                 self._send_error(ApiError(500, f"Internal error: {type(exc).__name__}: {exc}"))
         finally:
-            if not getattr(self, "_logged", False):
+            if not self._logged:
                 owner._log(self.command, raw_path, self._body_len)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
+
+    def _apply_fault(self, fault: dict[str, Any]) -> bool:
+        """Act out an injected fault; True when the request is finished (answered or reset)."""
+        owner = self.server.owner
+        self._fault = fault
+        if fault.get("delay"):
+            time.sleep(float(fault["delay"]))
+        if "reset_after_bytes" in fault:
+            want = int(fault["reset_after_bytes"])
+            for chunk in self._iter_body():
+                if self._body_len >= want:
+                    break
+                del chunk
+        elif fault.get("reset"):
+            self._drain_body()
+        else:
+            if fault.get("status"):
+                self._drain_body()
+                headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+                raise ApiError(int(fault["status"]), fault.get("body", "Injected fault"), headers)
+            return False
+        owner._log(self.command, self.raw_path, self._body_len)
+        self._logged = True
+        self._reset()
+        return True
+
+    def _anonymous(self) -> bool:
+        """Endpoints answered without credentials: Artifactory's ping and readiness, signed storage URLs."""
+        p, m = self.raw_path, self.command
+        return ((p == "/artifactory/api/system/ping" and m in ("GET", "HEAD"))
+                or (p == "/artifactory/api/v1/system/readiness" and m == "GET")
+                or (p.startswith("/_storage/") and m == "GET"))
+
+    def _body_framing(self) -> int | None:
+        """The declared body length (None for chunked); 400, 413 or 501 for a body this server will not read.
+
+        RFC 9112 "Message Body Length": Content-Length is 1*DIGIT; a request with both Transfer-Encoding and
+        Content-Length may be refused; an unknown transfer coding is 501.
+        """
+        owner = self.server.owner
+        encodings = [e.strip().lower() for e in ",".join(self.headers.get_all("Transfer-Encoding") or []).split(",")
+                     if e.strip()]
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if encodings:
+            self._body_consumed = True  # never read a body whose framing is refused
+            if lengths:
+                raise ApiError(400, "Both Transfer-Encoding and Content-Length were sent")
+            if encodings != ["chunked"]:
+                raise ApiError(501, f"Transfer-Encoding {', '.join(encodings)} is not supported")
+            self._body_consumed = False
+            return None
+        if not lengths:
+            return 0
+        value = lengths.pop()
+        if lengths or not value.isdigit() or not value.isascii():
+            self._body_consumed = True
+            raise ApiError(400, "Malformed Content-Length header")
+        length = int(value)
+        if length > owner.max_body_bytes:
+            self._body_consumed = True
+            raise ApiError(413, f"Request body of {length} bytes exceeds the limit of {owner.max_body_bytes} bytes")
+        return length
 
     def _reset(self) -> None:
         # fault "reset": close without answering; SO_LINGER 0 makes it an RST
@@ -673,30 +774,56 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
 
     def _iter_body(self) -> Iterator[bytes]:
-        """Yield the request body (Content-Length or chunked) exactly once."""
+        """Yield the request body (Content-Length or chunked) exactly once, within max_body_bytes."""
         if self._body_consumed:
             return
         self._body_consumed = True
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                line = self.rfile.readline()
-                size = int(line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return
-                data = self.rfile.read(size)
-                self.rfile.readline()
+        limit = self.server.owner.max_body_bytes
+        if self._declared_length is None:
+            yield from self._iter_chunked(limit)
+        else:
+            remaining = self._declared_length
+            while remaining > 0:
+                data = self.rfile.read(min(CHUNK, remaining))
+                if not data:
+                    raise ConnectionError("client closed during body")
+                remaining -= len(data)
                 self._body_len += len(data)
                 yield data
-        remaining = int(self.headers.get("Content-Length") or 0)
-        while remaining > 0:
-            data = self.rfile.read(min(CHUNK, remaining))
-            if not data:
-                raise ConnectionError("client closed during body")
-            remaining -= len(data)
-            self._body_len += len(data)
-            yield data
+        self._body_complete = True
+
+    def _iter_chunked(self, limit: int) -> Iterator[bytes]:
+        # RFC 9112 "Chunked Transfer Coding": chunk-size [;ext] CRLF data CRLF ... 0 CRLF trailers CRLF.
+        # After a framing error the stream cannot be resynchronised, so the connection closes.
+        while True:
+            line = self.rfile.readline(_CHUNK_LINE_MAX + 1)
+            if not line:
+                raise ConnectionError("client closed during a chunked body")
+            size_text = line.split(b";", 1)[0].strip()
+            if len(line) > _CHUNK_LINE_MAX or not re.fullmatch(rb"[0-9A-Fa-f]{1,15}", size_text):
+                self.close_connection = True
+                raise ApiError(400, "Malformed chunk size in a chunked request body")
+            size = int(size_text, 16)
+            if size == 0:
+                for _ in range(100):
+                    trailer = self.rfile.readline(_CHUNK_LINE_MAX + 1)
+                    if trailer in (b"\r\n", b"\n", b""):
+                        return
+                self.close_connection = True
+                raise ApiError(400, "Too many trailer fields in a chunked request body")
+            if self._body_len + size > limit:
+                self.close_connection = True
+                raise ApiError(413, f"Request body exceeds the limit of {limit} bytes")
+            while size > 0:
+                data = self.rfile.read(min(CHUNK, size))
+                if not data:
+                    raise ConnectionError("client closed during a chunked body")
+                size -= len(data)
+                self._body_len += len(data)
+                yield data
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                self.close_connection = True
+                raise ApiError(400, "Chunk data not followed by CRLF in a chunked request body")
 
     def _read_body(self) -> bytes:
         return b"".join(self._iter_body())
@@ -705,9 +832,21 @@ class _Handler(BaseHTTPRequestHandler):
         for _ in self._iter_body():
             pass
 
+    def _settle_body(self) -> None:
+        """Before answering: read and drop a small unread body; leave a large, unframed or half-read one, and close."""
+        if self._body_consumed:
+            if not self._body_complete:
+                self.close_connection = True
+            return
+        if self._declared_length is None or self._declared_length > SWALLOW_LIMIT:
+            self._body_consumed = True
+            self.close_connection = True
+            return
+        self._drain_body()
+
     def _send(self, status: int, body: bytes = b"", content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
-        self._drain_body()
+        self._settle_body()
         self.server.owner._log(self.command, self.raw_path, self._body_len)
         self._logged = True
         truncate = bool(self._fault.get("truncate"))
@@ -719,6 +858,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(declared))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD" and body:
             self.wfile.write(body[: len(body) // 2] if truncate else body)
@@ -733,14 +874,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, obj: Any, content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
+        if self.server.owner.echo_credentials and status < 400 and isinstance(obj, dict):
+            obj = {**obj, "echo": self._echo()}
         self._send(status, json.dumps(obj, indent=2).encode(), content_type, headers)
+
+    def _echo(self) -> str:
+        """What a careless server reflects: the request line and every header, credentials included."""
+        return f"{self.command} {self.path} " + "; ".join(f"{k}: {v}" for k, v in self.headers.items())
+
+    def _echo_query(self, sep: str = "?") -> str:
+        """`?echo=<the request, URL-encoded>` in echo_credentials mode, else ""."""
+        return f"{sep}echo={quote(self._echo(), safe='')}" if self.server.owner.echo_credentials else ""
 
     def _send_error(self, exc: ApiError) -> None:
         headers = dict(exc.headers)
+        message = exc.message
+        if self.server.owner.echo_credentials:
+            message = f"{message} [request: {self._echo()}]"
         if self.service == "xray":
-            body: Any = {"error": exc.message}
+            body: Any = {"error": message}
         else:
-            body = {"errors": [{"status": exc.status, "message": exc.message}]}
+            body = {"errors": [{"status": exc.status, "message": message}]}
         if exc.status == 401:
             headers.setdefault("WWW-Authenticate", 'Basic realm="Artifactory Realm"')
         self._json(exc.status, body, headers=headers)
@@ -765,13 +919,13 @@ class _Handler(BaseHTTPRequestHandler):
             return "api-key-user"
         return None
 
+    def _sent_credentials(self) -> bool:
+        return bool(self.headers.get("Authorization") or self.headers.get("X-JFrog-Art-Api"))
+
     def _require_user(self) -> str:
-        user = self._user()
-        if user is None:
-            if self.headers.get("Authorization") or self.headers.get("X-JFrog-Art-Api"):
-                raise ApiError(401, "Bad credentials")
-            raise ApiError(401, "Authentication is required")
-        return user
+        if self.user is None:
+            raise ApiError(401, "Bad credentials" if self._sent_credentials() else "Authentication is required")
+        return self.user
 
     # -- routing ------------------------------------------------------------------------------------
     def _raw_query_value(self, name: str) -> str:
@@ -848,10 +1002,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, cfg)
         if method == "PUT":
             body = self._read_body()
-            try:
-                cfg = json.loads(body) if body else {}
-            except ValueError as exc:
-                raise ApiError(400, f"Invalid JSON: {exc}") from exc
+            cfg = loads_json(body, "repository configuration JSON") if body else {}
             if not isinstance(cfg, dict) or not key or "/" in key:
                 raise ApiError(400, "Invalid repository configuration")
             store.create_repo(key, cfg)
@@ -876,7 +1027,8 @@ class _Handler(BaseHTTPRequestHandler):
             if cfg.get("downloadRedirect") and method == "GET":
                 # "Direct Cloud Storage Download": 302 to a signed URL on another host, whose answer carries
                 # no X-Checksum headers (JFrog "Specify Repositories for Direct Download using the REST API")
-                return self._send(302, b"", "text/plain", {"Location": self.server.owner.signed_storage_url(item)})
+                return self._send(302, b"", "text/plain", {"Location": self.server.owner.signed_storage_url(item)
+                                                                    + self._echo_query("&")})
             return self._download(item)
         if method == "DELETE":
             if not store.delete_path(repo, path) and not (path and store.item(repo, path)):
@@ -968,7 +1120,7 @@ class _Handler(BaseHTTPRequestHandler):
                 dt.datetime.fromisoformat(item["modified"].replace("Z", "+00:00")), usegmt=True),
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(item['path'].rsplit('/', 1)[-1])}",
         }
-        self._drain_body()
+        self._settle_body()
         self.server.owner._log(self.command, self.raw_path, self._body_len)
         self._logged = True
         truncate = bool(self._fault.get("truncate"))
@@ -978,6 +1130,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(size + (16 if truncate and size == 0 else 0)))
         for k, v in headers.items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command == "HEAD":
             return
@@ -1003,7 +1157,7 @@ class _Handler(BaseHTTPRequestHandler):
         sums = {"sha1": item["sha1"], "md5": item["md5"], "sha256": item["sha256"]}
         body: dict[str, Any] = {
             "repo": repo, "path": "/" + path, "created": item["created"], "createdBy": item["created_by"],
-            "downloadUri": f"{base}/{repo}/{quote(path)}", "mimeType": item["mime"], "size": str(item["size"]),
+            "downloadUri": f"{base}/{repo}/{quote(path)}{self._echo_query()}", "mimeType": item["mime"], "size": str(item["size"]),
             "checksums": sums,
             # originalChecksums echo what the client sent; fall back to the actual ones like Artifactory
             "originalChecksums": {k: orig.get(k) or sums[k] for k in ("sha1", "md5", "sha256")},
@@ -1296,11 +1450,7 @@ class _Handler(BaseHTTPRequestHandler):
         raise ApiError(404 if method in ("GET", "POST") else 405, "Not Found")
 
     def _json_body(self) -> Any:
-        body = self._read_body()
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ApiError(400, f"Failed to parse JSON body: {exc}") from exc
+        return loads_json(self._read_body(), "JSON body")
 
     def _build_put(self, project: str) -> None:
         # accept any JSON content type (jfrog-client-go sends application/vnd.org.jfrog.artifactory+json)
@@ -1308,10 +1458,7 @@ class _Handler(BaseHTTPRequestHandler):
         if ctype and "json" not in ctype.lower():
             raise ApiError(415, f"Unsupported media type: {ctype}")
         raw = self._read_body()
-        try:
-            info = json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(400, f"Failed to parse build-info JSON: {exc}") from exc
+        info = loads_json(raw, "build-info JSON")
         if not isinstance(info, dict):
             raise ApiError(400, "build-info must be a JSON object")
         for key in ("name", "number", "started"):  # `version` is not required: the JFrog CLI omits it
@@ -1467,11 +1614,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _scan_graph_post(self) -> None:
         owner = self.server.owner
         q = self._query()
-        body = self._read_body()
-        try:
-            root = json.loads(body)
-        except ValueError as exc:
-            raise ApiError(400, f"failed to parse request body: {exc}") from exc
+        root = loads_json(self._read_body(), "request body")
         if not isinstance(root, dict) or not isinstance(root.get("component_id", ""), str):
             raise ApiError(400, "request body must be a graph node object")
         if not root.get("nodes") and not root.get("component_id"):
@@ -1618,29 +1761,99 @@ def build_scan_result(scan_id: str, data: dict[str, Any], want_vulns: bool, want
     return result
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+_BUSY_BODY = b'{"errors": [{"status": 503, "message": "Too many connections; retry later"}]}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
+
+
+class _HTTPServer(HTTPServer):
+    """HTTPServer whose connections are served by a fixed pool of worker threads.
+
+    As many connections as there are workers may wait for one; a connection beyond that is answered 503 at
+    once, so neither threads nor queued sockets grow without bound.
+    """
+
     allow_reuse_address = True
     owner: JFrogCompatServer
+
+    def __init__(self, address: tuple[str, int], workers: int) -> None:
+        super().__init__(address, _Handler)
+        self.pool = ThreadPoolExecutor(max_workers=workers,
+                                       thread_name_prefix=f"jfrog-compat-{self.server_address[1]}-worker")
+        self.slots = threading.BoundedSemaphore(2 * workers)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.owner._lock:
             self.owner.connections_accepted += 1
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
         self.owner._conns.add(request)
-        super().process_request(request, client_address)
+        try:
+            self.pool.submit(self._serve, request, client_address)
+        except RuntimeError:  # the pool has shut down: the server is stopping
+            self.slots.release()
+            self.shutdown_request(request)
+
+    def _serve(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - socketserver's own handling: print it, keep serving
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
 
     def shutdown_request(self, request: Any) -> None:
         self.owner._conns.discard(request)
         super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        # the open connections were shut down first, so every worker is about to return
+        self.pool.shutdown(wait=True)
+
+
+def _stored_token(path: Path) -> str:
+    """The token in `path`, or a new random one written there readable by its owner only (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        token = path.read_text().strip()
+        if not token:
+            raise ValueError(f"{path} is empty; delete it to get a new token") from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
 
 
 class JFrogCompatServer:
     """JFrog-compatible local server (not JFrog) with fault injection and a request log."""
 
     def __init__(self, state_dir: Path | str, host: str = "127.0.0.1", port: int = 0,
-                 token: str = DEFAULT_TOKEN, scan_polls_before_done: int = 1, verbose: bool = False,
-                 summary_polls_before_indexed: int = 0, edition: str = "pro") -> None:
+                 token: str | None = None, scan_polls_before_done: int = 1, verbose: bool = False,
+                 summary_polls_before_indexed: int = 0, edition: str = "pro", *,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT, workers: int = DEFAULT_WORKERS,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, echo_credentials: bool = False) -> None:
+        if workers < 1 or read_timeout <= 0 or max_body_bytes < 0:
+            raise ValueError(f"workers must be >= 1, read_timeout > 0 and max_body_bytes >= 0; got {workers}, "
+                             f"{read_timeout}, {max_body_bytes}")
         self.state_dir = Path(state_dir)
+        # token None: a random one in state_dir/access-token (owner-only), kept across restarts over that dir
+        self.token_file: Path | None = None if token else self.state_dir / TOKEN_FILE
+        self.token = token or _stored_token(self.state_dir / TOKEN_FILE)
+        self.read_timeout = float(read_timeout)
+        self.workers = int(workers)
+        self.max_body_bytes = int(max_body_bytes)
+        # a hostile server for secret-scrubbing tests: error messages and JSON answers echo the credentials
+        self.echo_credentials = echo_credentials
         # "oss" models Artifactory OSS / JCR: AQL refuses any sort (devopshq/artifactory-cleanup issue 59)
         self.edition = edition
         # redirected downloads go to this host name: another host than the one the client talks to, so a
@@ -1649,7 +1862,6 @@ class JFrogCompatServer:
         self._storage_key = os.urandom(16)
         self.host = host
         self.port = port
-        self.token = token
         self.scan_polls_before_done = scan_polls_before_done
         # Xray indexes a deployed file asynchronously: the artifact summary answers "not indexed" for the first
         # N summary requests that name a file (per sha256), as a real Xray does until indexing ends
@@ -1669,7 +1881,7 @@ class JFrogCompatServer:
     def start(self) -> JFrogCompatServer:
         """Start serving in a background thread."""
         self.store = Store(self.state_dir)
-        self._httpd = _HTTPServer((self.host, self.port), _Handler)
+        self._httpd = _HTTPServer((self.host, self.port), self.workers)
         self._httpd.timeout = 0.5
         self._httpd.owner = self
         self.port = self._httpd.server_address[1]
@@ -1816,17 +2028,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--state-dir", required=True, type=Path)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8081)
-    ap.add_argument("--token", default=os.environ.get("JFROG_COMPAT_TOKEN", DEFAULT_TOKEN))
+    ap.add_argument("--token", default=os.environ.get("JFROG_COMPAT_TOKEN") or None,
+                    help="the access token (default: $JFROG_COMPAT_TOKEN, else a random one kept in "
+                         f"STATE_DIR/{TOKEN_FILE}); prefer the variable: a command line is visible to every user")
     ap.add_argument("--scan-polls-before-done", type=int, default=1)
     ap.add_argument("--summary-polls-before-indexed", type=int, default=0,
                     help="answer 'not indexed' to the first N artifact summaries of each file")
     ap.add_argument("--edition", choices=("pro", "oss"), default="pro",
                     help="oss: refuse AQL sort as Artifactory OSS / JCR do")
     ap.add_argument("--url-file", type=Path, help="write the chosen URL here (useful with --port 0)")
+    ap.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
+                    help="seconds a socket read may wait (a stalled request is answered 408)")
+    ap.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="worker threads (connections served at once)")
+    ap.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                    help="larger request bodies are refused with 413")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     server = JFrogCompatServer(args.state_dir, args.host, args.port, args.token, args.scan_polls_before_done,
-                               args.verbose, args.summary_polls_before_indexed, args.edition).start()
+                               args.verbose, args.summary_polls_before_indexed, args.edition,
+                               read_timeout=args.read_timeout, workers=args.workers,
+                               max_body_bytes=args.max_body_bytes).start()
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -1839,6 +2060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp.write_text(server.url + "\n")
         os.replace(tmp, args.url_file)
     print(f"JFrog-compatible LOCAL server (not JFrog) listening on {server.url}", flush=True)
+    if server.token_file is not None:
+        print(f"Access token (owner-only file): {server.token_file}", flush=True)
     while not stop.wait(0.5):
         pass
     server.stop()
