@@ -35,7 +35,7 @@ def model_path(tmp_path_factory) -> Path:
     """A fast99 CNN trained for one epoch on 4000 images: enough for a model view that means something."""
     from include.mnist.train import TrainConfig, train_model
 
-    path = tmp_path_factory.mktemp("model") / "model.pt"
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
     train_model(TrainConfig(epochs=1, max_train_samples=4000, max_test_samples=100, deterministic=False), DEFAULT_DATA_DIR, path)
     return path
 
