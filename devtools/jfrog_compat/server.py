@@ -1573,6 +1573,8 @@ class _Handler(BaseHTTPRequestHandler):
         m_sum = re.fullmatch(r"/api/(v1|v2)/summary/artifact", sub)
         if m_sum and method == "POST":
             return self._summary_artifact(m_sum.group(1))
+        if sub == "/api/v1/summary/component" and method == "POST":
+            return self._summary_component()
         m = re.fullmatch(r"/api/v1/scan/graph/([^/]+)", sub)
         if m and method == "GET":
             return self._scan_graph_get(unquote(m.group(1)))
@@ -1609,6 +1611,32 @@ class _Handler(BaseHTTPRequestHandler):
                                    "error": "Artifact doesn't exist or not indexed/cached in Xray"})
                 else:
                     artifacts.append(_summary_artifact(row, findings, version == "v2"))
+        self._json(200, {"artifacts": artifacts, "errors": errors})
+
+    def _summary_component(self) -> None:
+        # Xray REST "Component Summary" (https://jfrog.com/help/r/xray-rest-apis): {"component_details":
+        # [{"component_id": "pypi://requests:2.32.3"}]} → {artifacts[{general, issues, licenses}], errors[]}
+        # (jfrog-client-js `src/Xray/XraySummaryClient.ts`, `model/Xray/Summary/*.ts`)
+        req = self._json_body()
+        details = req.get("component_details") if isinstance(req, dict) else None
+        if not isinstance(details, list) or not details:
+            raise ApiError(400, "request must contain a non-empty 'component_details' list")
+        findings = self.server.owner.load_vulnerabilities()
+        artifacts: list[dict[str, Any]] = []
+        errors: list[dict[str, str]] = []
+        for i, entry in enumerate(details):
+            cid = entry.get("component_id") if isinstance(entry, dict) else None
+            if not isinstance(cid, str) or not cid.strip():
+                raise ApiError(400, f"component_details[{i}] needs a string component_id")
+            kind, name, version = split_component_id(cid)
+            if not kind or not name:
+                errors.append({"identifier": cid, "error": "Invalid component id: expected <type>://<name>[:<version>]"})
+                continue
+            issues = [_summary_issue(rec, idx, [cid], cid, v2=True) for idx, rec in enumerate(findings)
+                      if _finding_applies(rec, kind, name, version)]
+            artifacts.append({"general": {"component_id": cid, "name": name, "pkg_type": kind, "path": "",
+                                          "sha256": "", "sha1": "", "parent_sha256": []},
+                              "issues": issues, "licenses": []})
         self._json(200, {"artifacts": artifacts, "errors": errors})
 
     def _scan_graph_post(self) -> None:
@@ -1660,6 +1688,33 @@ def _cvss(score: Any, vector: Any) -> str:
     return f"{score}/{vector}" if score and vector else score
 
 
+def _finding_applies(rec: dict[str, Any], kind: str, name: str, version: str | None) -> bool:
+    """A planted finding for `type://name[:version]` applies to a component of that type and name (any version
+    when the finding names none)."""
+    rkind, rname, rversion = split_component_id(str(rec.get("component", "")))
+    return (rkind, rname) == (kind, name) and (rversion is None or rversion == version)
+
+
+def _summary_issue(rec: dict[str, Any], idx: int, impact_path: list[str], component_id: str,
+                   v2: bool) -> dict[str, Any]:
+    """One summary `issues[]` entry (Artifact Summary / Component Summary) for a planted finding."""
+    issue: dict[str, Any] = {
+        "issue_id": rec.get("issue_id", f"XRAY-LOCAL-{idx}"), "summary": rec.get("summary", ""),
+        "description": rec.get("description", rec.get("summary", "")),
+        "issue_type": rec.get("issue_type", "security"), "severity": rec.get("severity", "Unknown"),
+        "provider": "JFrog", "created": _now(),
+        "cves": [{"cve": c.get("cve", ""), "cvss_v2": _cvss(c.get("cvss_v2_score"), c.get("cvss_v2_vector")),
+                  "cvss_v3": _cvss(c.get("cvss_v3_score"), c.get("cvss_v3_vector")), "cwe": c.get("cwe", [])}
+                 for c in rec.get("cves", [])],
+        "impact_path": impact_path,
+    }
+    if v2:  # the v2 summary adds per-issue component details (Artifact Summary v2)
+        issue["components"] = [{"component_id": component_id, "version": split_component_id(component_id)[2] or "",
+                                "pkg_type": split_component_id(component_id)[0] or "generic",
+                                "fixed_versions": list(rec.get("fixed_versions", []))}]
+    return issue
+
+
 def _summary_artifact(row: sqlite3.Row, findings: list[dict[str, Any]], v2: bool) -> dict[str, Any]:
     """One Artifact Summary `artifacts[]` entry for a stored item, with the planted findings that apply to it."""
     repo, path = row["repo"], row["path"]
@@ -1667,25 +1722,12 @@ def _summary_artifact(row: sqlite3.Row, findings: list[dict[str, Any]], v2: bool
     component_id = f"generic://sha256:{row['sha256']}/{name}"  # Xray's component id of a generic file
     issues = []
     for idx, rec in enumerate(findings):
-        ckind, cname, _ = split_component_id(str(rec.get("component", "")))
         applies = (rec.get("sha256") == row["sha256"] or rec.get("path") == f"{repo}/{path}"
-                   or (ckind == "generic" and cname == name.lower()))
-        if not applies:
-            continue
-        issue: dict[str, Any] = {
-            "issue_id": rec.get("issue_id", f"XRAY-LOCAL-{idx}"), "summary": rec.get("summary", ""),
-            "description": rec.get("description", rec.get("summary", "")),
-            "issue_type": rec.get("issue_type", "security"), "severity": rec.get("severity", "Unknown"),
-            "provider": "JFrog", "created": _now(),
-            "cves": [{"cve": c.get("cve", ""), "cvss_v2": _cvss(c.get("cvss_v2_score"), c.get("cvss_v2_vector")),
-                      "cvss_v3": _cvss(c.get("cvss_v3_score"), c.get("cvss_v3_vector")), "cwe": c.get("cwe", [])}
-                     for c in rec.get("cves", [])],
-            "impact_path": [f"default/{repo}/{path}"], "component_physical_paths": [path],
-        }
-        if v2:  # the v2 summary adds per-issue component details (Artifact Summary v2)
-            issue["components"] = [{"component_id": component_id, "version": "", "pkg_type": "generic",
-                                    "fixed_versions": list(rec.get("fixed_versions", []))}]
-        issues.append(issue)
+                   or _finding_applies(rec, "generic", name.lower(), None))
+        if applies:
+            issue = _summary_issue(rec, idx, [f"default/{repo}/{path}"], component_id, v2)
+            issue["component_physical_paths"] = [path]
+            issues.append(issue)
     return {"general": {"component_id": component_id, "name": name, "path": f"default/{repo}/{path}",
                         "pkg_type": "Generic", "sha256": row["sha256"], "sha1": row["sha1"]},
             "issues": issues, "licenses": []}

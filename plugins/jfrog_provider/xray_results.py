@@ -76,7 +76,8 @@ def _severity(value: Any) -> Severity:
 
 
 def _cve_ids(value: Any) -> Any:
-    # X7 and the summary both send cves as [{"cve": "CVE-…", …}]; entries without an id carry no CVE
+    # the graph scan (jfrog-client-go `xray/services/scan.go`) and the artifact summary both send cves as
+    # [{"cve": "CVE-…", …}]; entries without an id carry no CVE
     if not isinstance(value, list):
         return value
     out = []

@@ -29,7 +29,6 @@ KNOWN = {
     # jfrog-client-js pings Xray without credentials (XraySystemClient.ping uses doRequest, not doAuthRequest);
     # the stand-in follows Xray's "Ping Request" page, which says a valid user is required, and answers 401
     "xray ping": "the JS client pings Xray anonymously; the stand-in requires a user, as the Xray docs say",
-    "xray component summary": "the stand-in has no POST /xray/api/v1/summary/component",
 }
 
 

@@ -435,6 +435,35 @@ def test_graph_scan_errors_use_xray_error_body(jfrog_server, api):
     assert unknown.status_code == 404 and "error" in unknown.json()
 
 
+def test_component_summary_lists_each_component_with_its_findings(jfrog_server, api):
+    jfrog_server.plant_vulnerabilities([TORCH_VULN, {**TORCH_VULN, "component": "pypi://numpy:1.0", "issue_id": "X-2"}])
+    resp = api.post(f"{jfrog_server.url}/xray/api/v1/summary/component", json={"component_details": [
+        {"component_id": "pypi://Torch:2.14.1"}, {"component_id": "pypi://numpy:2.0"}, {"component_id": "torch"}]})
+    assert resp.status_code == 200
+    body = resp.json()
+    torch, numpy = body["artifacts"]
+    assert torch["general"]["component_id"] == "pypi://Torch:2.14.1" and torch["general"]["pkg_type"] == "pypi"
+    [issue] = torch["issues"]
+    assert (issue["issue_id"], issue["severity"], issue["cves"][0]["cve"]) == ("XRAY-1", "Critical", "CVE-2099-0001")
+    assert issue["components"] == [{"component_id": "pypi://Torch:2.14.1", "version": "2.14.1", "pkg_type": "pypi",
+                                    "fixed_versions": ["[2.15.0]"]}]
+    assert numpy["issues"] == []  # the numpy finding names version 1.0 only
+    assert body["errors"] == [{"identifier": "torch",
+                               "error": "Invalid component id: expected <type>://<name>[:<version>]"}]
+
+
+@pytest.mark.parametrize("body", [{}, {"component_details": []}, {"component_details": [{"component_id": 3}]}, []])
+def test_component_summary_refuses_a_malformed_request(jfrog_server, api, body):
+    resp = api.post(f"{jfrog_server.url}/xray/api/v1/summary/component", json=body)
+    assert resp.status_code == 400 and "component_details" in resp.json()["error"]
+
+
+def test_component_summary_requires_a_user(jfrog_server):
+    resp = requests.post(f"{jfrog_server.url}/xray/api/v1/summary/component",
+                         json={"component_details": [{"component_id": "pypi://torch:2.0"}]})
+    assert resp.status_code == 401
+
+
 # -- CLI -------------------------------------------------------------------------------------------
 
 
