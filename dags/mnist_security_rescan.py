@@ -71,9 +71,13 @@ def mnist_security_rescan():
         if current is None:
             raise AirflowSkipException(f"{settings.model_name} has no '{registry.CHAMPION}': nothing to re-scan")
         folder = f"{settings.model_name}/{current[0]}"
+        # promote_model tags where the gated model file is (its name follows the model format).
+        tagged = registry.version_tags(settings.mlflow_tracking_uri, settings.model_name, current[0])
+        model_file = tagged.get("artifactory.path", "").rsplit("/", 1)[-1] or "model.safetensors"
         return {"model_name": settings.model_name, "version": current[0], "repo": settings.artifactory_repo,
                 "release_repo": settings.artifactory_release_repo, "folder": folder,
-                "model_files": [f"{settings.artifactory_repo}/{folder}/model.pt"],
+                "model_path": f"{folder}/{model_file}",
+                "model_files": [f"{settings.artifactory_repo}/{folder}/{model_file}"],
                 "tracking_uri": settings.mlflow_tracking_uri}
 
     @task(multiple_outputs=True)
@@ -107,7 +111,7 @@ def mnist_security_rescan():
         verdict = get_current_context()["ti"].xcom_pull(task_ids=RESCAN_TASK, key=VERDICT_XCOM_KEY)
         if not verdict:  # the gate failed before judging (Xray error, timeout, not indexed): nothing to record
             raise AirflowFailException(f"{RESCAN_TASK} gave no verdict; its log says why")
-        hook, model_path = ArtifactoryHook(), f"{champion['folder']}/model.pt"
+        hook, model_path = ArtifactoryHook(), champion["model_path"]
         record = rescan_record(verdict, _recorded_blocking(hook, champion["repo"], model_path),
                                model_name=champion["model_name"], version=champion["version"],
                                sbom_path=sbom["artifactory_path"], day=datetime.now(UTC).date().isoformat())
@@ -210,7 +214,7 @@ def _unstamp_release(champion: dict) -> None:
     from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
     hook = ArtifactoryHook()
-    path = f"{champion['folder']}/model.pt"
+    path = champion["model_path"]
     try:
         hook.delete_item_properties(champion["release_repo"], path, ["mlflow.alias"])
         hook.set_item_properties(champion["release_repo"], path, {"release.status": "demoted"})
