@@ -4,7 +4,7 @@ The pack lives next to the model in Artifactory (`<repo>/<model>/<version>/evide
 MLflow. `evidence_properties` turns the lineage into Artifactory properties on the model file, so that one
 AQL query on the released champion answers "which data and which dependencies produced it?":
 
-    items.find({"repo": "ml-models-release", "name": "model.pt", "@mlflow.alias": "champion"})
+    items.find({"repo": "ml-models-release", "name": "model.safetensors", "@mlflow.alias": "champion"})
          .include("repo", "path", "name", "sha256", "property")
 
 Each row carries `dataset.version`, `dataset.sha256` (one value per dataset file), `model.dependency` (the purls of the
@@ -139,7 +139,7 @@ def champion_properties() -> dict[str, str]:
     return {"mlflow.alias": CHAMPION_ALIAS}
 
 
-def champion_query(release_repo: str, file_name: str = "model.pt") -> str:
+def champion_query(release_repo: str, file_name: str = "model.safetensors") -> str:
     """The one AQL query: the champion's file with every lineage property."""
     criteria = json.dumps({"repo": release_repo, "name": file_name, "@mlflow.alias": CHAMPION_ALIAS})
     return f'items.find({criteria}).include("repo","path","name","sha256","property")'

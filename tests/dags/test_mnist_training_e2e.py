@@ -46,7 +46,7 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == version
 
     published = release["artifactory"]
-    model_file = Path(release["sbom"]["path"]).parent / "model.pt"
+    model_file = Path(release["sbom"]["path"]).parent / "model" / "model.safetensors"
     stored = ArtifactoryHook().get_file_info(published["repo"], published["path"].lstrip("/"))
     assert stored["checksums"]["sha256"] == sha256_file(model_file)
 
