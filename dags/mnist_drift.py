@@ -116,9 +116,11 @@ def mnist_drift():
         from include.mlops.drift_run import measure_batch as measure
         from include.mnist.spec import MNIST
 
-        ctx = get_current_context()
-        return measure(MNIST, batch, reference, settings=_settings(), store=_store(), artifacts=ArtifactoryHook(),
-                       drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"])
+        ctx, store = get_current_context(), _store()
+        # Under the batch's lock a racing run waits, then finds the processed marker and does not measure again.
+        with store.measuring(batch["sha256"]):
+            return measure(MNIST, batch, reference, settings=_settings(), store=store, artifacts=ArtifactoryHook(),
+                           drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"])
 
     @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
     def report_history() -> dict:
