@@ -37,3 +37,24 @@ export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
 JFROG_TOKEN="$(cat "$MLOPS_HOME/jfrog/token")"
 export AIRFLOW_CONN_JFROG_DEFAULT="{\"conn_type\": \"jfrog\", \"host\": \"http://127.0.0.1:$JFROG_PORT\", \"password\": \"$JFROG_TOKEN\"}"
 
+# The model-signing key pair (P-256, OpenSSF model-signing's elliptic-key mode) in owner-only files; the worker
+# reads it from the mnist_model_signing connection: password = private key, extra public_key = public key.
+mkdir -p "$MLOPS_HOME/keys"
+if [[ ! -s "$MLOPS_HOME/keys/model-signing.pem" || ! -s "$MLOPS_HOME/keys/model-signing.pub" ]]; then
+    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" python - "$MLOPS_HOME/keys" <<'PY'
+import sys
+from pathlib import Path
+
+from include.mlops.signing import generate_key_pair
+
+private, public = generate_key_pair()
+folder = Path(sys.argv[1])
+(folder / "model-signing.pem").write_bytes(private)
+(folder / "model-signing.pub").write_bytes(public)
+PY
+fi
+chmod 600 "$MLOPS_HOME/keys/model-signing.pem" "$MLOPS_HOME/keys/model-signing.pub"
+AIRFLOW_CONN_MNIST_MODEL_SIGNING="$(python -c 'import json, sys; print(json.dumps({"conn_type": "generic",
+    "password": open(sys.argv[1]).read(), "extra": {"public_key": open(sys.argv[2]).read()}}))' \
+    "$MLOPS_HOME/keys/model-signing.pem" "$MLOPS_HOME/keys/model-signing.pub")"
+export AIRFLOW_CONN_MNIST_MODEL_SIGNING
