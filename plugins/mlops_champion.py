@@ -84,12 +84,12 @@ class ChampionApprovalOperator(ApprovalOperator):
         if "error" in event:
             self._record(context, "timeout", "nobody", event.get("error") or "no answer")
             return super().execute_complete(context, event)  # raises: the run fails, champion stays
-        answer = super().execute_complete(context, event)  # on Reject this skips set_champion
-        user = answer.get("responded_by_user") or {}
-        approved = answer["chosen_options"] == [self.APPROVE]
-        by = user.get("name") or user.get("id") or "unknown"
+        # Recorded before the operator acts on it: on Reject the operator ends this task by skipping set_champion.
+        chosen, user = list(event.get("chosen_options") or []), event.get("responded_by_user") or {}
+        approved, by = chosen == [self.APPROVE], user.get("name") or user.get("id") or "unknown"
         outcome = "approved" if approved else "rejected"
-        self._record(context, outcome, by, f"{answer['chosen_options'][0]} in Airflow's Required Actions")
+        self._record(context, outcome, by, f"{', '.join(chosen) or 'no option'} in Airflow's Required Actions")
+        answer = super().execute_complete(context, event)
         return {"required": True, "approved": approved, "approved_by": by if approved else None, "outcome": outcome,
                 "responded_by": by, "responded_at": str(answer.get("responded_at"))}
 
