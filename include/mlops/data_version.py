@@ -102,9 +102,9 @@ def prepare_dataset(
         return {**report, "data_version": BUNDLED, "data_source": str(bundled_dir)}
     version = DataVersion.from_event(event_extra)
     if pinned_manifest(version.digests, pins) is None:
-        raise DataVersionError(f"data version {version.version}: its digests {version.digests} are in no pinned data "
-                               f"manifest ({MANIFESTS_FILE.name}); a new version is accepted once a reviewed change "
-                               "adds its manifest there")
+        raise DataVersionError(f"data version {version.version}: its digests are in no pinned data manifest "
+                               f"({MANIFESTS_FILE.name}); {_nearest_difference(version, pins)}; a new version is "
+                               "accepted once a reviewed change adds its manifest there")
     report = dict(validate(version.fetch(download, Path(directory) / version.version)))
     # The model's own check read SHA256SUMS; it must vouch for exactly the bytes the event named.
     differing = sorted(k for k in version.digests if report["digests"].get(k) != version.digests[k])
@@ -112,3 +112,14 @@ def prepare_dataset(
         raise DataVersionError(f"data version {version.version}: {differing} differ between the event and "
                                f"{CHECKSUMS_FILE} in {version.repo}/{version.folder}")
     return {**report, "data_version": version.version, "data_source": f"{version.repo}/{version.folder}"}
+
+
+def _nearest_difference(version: DataVersion, pins: Mapping[str, Mapping[str, str]]) -> str:
+    """Name the files of `version` that differ from the pinned manifest it is closest to."""
+    if not pins:
+        return "no manifest is pinned"
+    name, files = max(pins.items(), key=lambda item: len(set(item[1].items()) & set(version.digests.items())))
+    differing = [f"{version.repo}/{version.folder}/{file}: sha256 {digest}, pinned {files.get(file, 'nothing')}"
+                 for file, digest in version.digests.items() if files.get(file) != digest]
+    extra = sorted(set(files) - set(version.digests))
+    return f"closest manifest {name!r}: " + "; ".join(differing + [f"{file} missing" for file in extra])
