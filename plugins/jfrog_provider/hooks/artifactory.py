@@ -441,8 +441,8 @@ class ArtifactoryHook(JFrogHook):
         try:
             body = resp.json()
         except ValueError as exc:
-            raise JFrogApiError(resp.status_code, f"expected JSON, got {resp.text[:200]!r}", method="POST",
-                                url_path=AQL_PATH) from exc
+            raise JFrogApiError(resp.status_code, f"expected JSON, got {self._excerpt(resp.text, 200)!r}",
+                                method="POST", url_path=AQL_PATH) from exc
         return _aql_results(body, resp.status_code)
 
     def copy_item(self, src_repo: str, src_path: str, dst_repo: str, dst_path: str,
@@ -590,12 +590,11 @@ class ArtifactoryHook(JFrogHook):
         """Artifactory UI tree URL of an artifact."""
         return f"{self.config.platform_url}/ui/repos/tree/General/{quote(repo, safe='')}/{quote(path.strip('/'))}"
 
-    @staticmethod
-    def _json(resp: requests.Response, url_path: str) -> dict[str, Any]:
+    def _json(self, resp: requests.Response, url_path: str) -> dict[str, Any]:
         try:
             body = resp.json()
         except ValueError as exc:
-            raise JFrogApiError(resp.status_code, f"expected JSON, got {resp.text[:200]!r}",
+            raise JFrogApiError(resp.status_code, f"expected JSON, got {self._excerpt(resp.text, 200)!r}",
                                 method=resp.request.method, url_path=url_path) from exc
         if not isinstance(body, dict):
             raise JFrogApiError(resp.status_code, "expected a JSON object", method=resp.request.method,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import inspect
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ from tenacity.wait import wait_base
 
 from jfrog_provider import __version__
 from jfrog_provider.exceptions import JFrogApiError
+from jfrog_provider.scrubbing import Scrubber, credential_forms
 
 Service = Literal["artifactory", "xray"]
 Response = requests.Response | httpx.Response
@@ -36,6 +39,8 @@ RETRYABLE_STATUSES_NON_IDEMPOTENT = frozenset({429, 503})
 CONNECT_TIMEOUT_MAX = 10.0
 # http.client sends a file body in `blocksize` pieces (urllib3 default 16 KiB); 1 MiB cuts syscalls 64x
 UPLOAD_BLOCKSIZE = 1024 * 1024
+# how much of a non-JSON error page goes into an exception message (scrubbed before the cut)
+ERROR_TEXT_LIMIT = 1000
 
 
 class _BlocksizeAdapter(HTTPAdapter):
@@ -85,6 +90,8 @@ class JFrogConnectionConfig:
     backoff_base: float
     backoff_max: float
     max_total_wait: float
+    # every form of the credential (token, Bearer, Basic base64, URL-encoded), for messages and return values
+    scrubber: Scrubber = field(default_factory=lambda: Scrubber(()), compare=False)
 
     def __repr__(self) -> str:  # keep the token out of any accidental repr in logs
         return f"JFrogConnectionConfig(platform_url={self.platform_url!r}, login={self.login!r})"
@@ -108,8 +115,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def error_message(resp: Response) -> str:
-    """JFrog's own message: Artifactory errors[0].message, Xray error/info, else the raw text."""
+def error_message(resp: Response, scrubber: Scrubber | None = None) -> str:
+    """JFrog's own message: Artifactory errors[0].message, Xray error/info, else the raw text (scrubbed, then cut)."""
+    scrubber = scrubber or Scrubber(())
     try:
         body = resp.json()
     except ValueError:
@@ -117,13 +125,59 @@ def error_message(resp: Response) -> str:
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict) and errors[0].get("message"):
-            return str(errors[0]["message"])
+            return scrubber.text(str(errors[0]["message"]))
         for key in ("error", "info", "message"):
             if isinstance(body.get(key), str) and body[key]:
-                return body[key]
+                return scrubber.text(body[key])
     text = (resp.text or "").strip()
     reason = getattr(resp, "reason", None) or getattr(resp, "reason_phrase", "")
-    return text[:1000] if text else (reason or "no response body")
+    return scrubber.excerpt(text, ERROR_TEXT_LIMIT) if text else scrubber.text(reason or "no response body")
+
+
+def plumbing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a public hook method whose answer is the hook's own machinery (config, URLs, sessions): not scrubbed."""
+    method.__jfrog_plumbing__ = True  # type: ignore[attr-defined]
+    return method
+
+
+def _scrubbed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a public hook method: its exceptions and its return value leave with every credential form redacted."""
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def async_wrapper(self: JFrogHook, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await method(self, *args, **kwargs)
+            except Exception as exc:
+                clean = self._scrubber.exception(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
+            return self._scrubber.value(result)
+
+        async_wrapper.__jfrog_scrubbed__ = True  # type: ignore[attr-defined]
+        return async_wrapper
+
+    @functools.wraps(method)
+    def wrapper(self: JFrogHook, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception as exc:
+            clean = self._scrubber.exception(exc)
+            if clean is exc:
+                raise
+            raise clean from None
+        return self._scrubber.value(result)
+
+    wrapper.__jfrog_scrubbed__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _scrub_public_methods(cls: type) -> None:
+    # the one place every answer leaves the provider: each public method defined on a JFrog hook class
+    for name, attr in list(vars(cls).items()):
+        if (not name.startswith("_") and inspect.isfunction(attr) and not getattr(attr, "__jfrog_plumbing__", False)
+                and not getattr(attr, "__jfrog_scrubbed__", False)):
+            setattr(cls, name, _scrubbed(attr))
 
 
 class JFrogHook(BaseHook):
@@ -144,6 +198,10 @@ class JFrogHook(BaseHook):
     DEFAULT_BACKOFF_MAX = 30.0
     DEFAULT_MAX_TOTAL_WAIT = 120.0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _scrub_public_methods(cls)
+
     def __init__(self, jfrog_conn_id: str = default_conn_name, *, timeout: float | None = None,
                  max_retries: int | None = None, backoff_base: float | None = None,
                  backoff_max: float | None = None, max_total_wait: float | None = None, **kwargs: Any) -> None:
@@ -161,6 +219,7 @@ class JFrogHook(BaseHook):
         """Settings from the Airflow connection, overridden by constructor arguments."""
         return self._resolve(self.get_connection(self.jfrog_conn_id))
 
+    @plumbing
     async def aconfig(self) -> JFrogConnectionConfig:
         """`config` for async code (triggers): reads the connection without blocking the event loop."""
         if "config" not in self.__dict__:
@@ -187,7 +246,9 @@ class JFrogHook(BaseHook):
         token = conn.password or extra.get("access_token") or ""
         if not token:
             raise ValueError(f"Connection {self.jfrog_conn_id!r} has no access token (password)")
-        self._mask(token)
+        login = conn.login or None
+        forms = credential_forms(token, login)
+        self._mask(forms)
 
         def pick(name: str, default: float) -> Any:
             value = self._overrides.get(name)
@@ -198,23 +259,32 @@ class JFrogHook(BaseHook):
             artifactory_url=str(extra.get("artifactory_url") or f"{platform}/artifactory").rstrip("/"),
             xray_url=str(extra.get("xray_url") or f"{platform}/xray").rstrip("/"),
             token=token,
-            login=conn.login or None,
+            login=login,
             timeout=float(pick("timeout", self.DEFAULT_TIMEOUT)),
             verify=_as_bool(extra.get("verify", True)),
             max_retries=int(pick("max_retries", self.DEFAULT_MAX_RETRIES)),
             backoff_base=float(pick("backoff_base", self.DEFAULT_BACKOFF_BASE)),
             backoff_max=float(pick("backoff_max", self.DEFAULT_BACKOFF_MAX)),
             max_total_wait=float(pick("max_total_wait", self.DEFAULT_MAX_TOTAL_WAIT)),
+            scrubber=Scrubber(forms),
         )
 
     @staticmethod
-    def _mask(secret: str) -> None:
-        # the SDK masks connection passwords already; register again for tokens coming from extras
+    def _mask(forms: frozenset[str]) -> None:
+        # The SDK masks a connection's password, not the Basic header built from it, its URL-encoded form or a
+        # token kept in extras: register every form with Airflow's secrets masker ("Masking sensitive data")
         try:
             from airflow.sdk.log import mask_secret
         except ImportError:  # pragma: no cover - older SDKs
             return
-        mask_secret(secret)
+        for form in forms:
+            mask_secret(form)
+
+    @property
+    def _scrubber(self) -> Scrubber:
+        # before the connection is read no credential has been used, so there is nothing to redact
+        cfg = self.__dict__.get("config")
+        return cfg.scrubber if cfg is not None else Scrubber(())
 
     def _auth_headers(self) -> dict[str, str]:
         # JFrog "Authorization Headers": an access token is a bearer token; with a login it is a Basic password
@@ -257,15 +327,18 @@ class JFrogHook(BaseHook):
             timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, CONNECT_TIMEOUT_MAX)),
             follow_redirects=True)
 
+    @plumbing
     def get_conn(self) -> requests.Session:
         """The authenticated session."""
         return self.session
 
+    @plumbing
     def close(self) -> None:
         """Close the pooled connections."""
         if "session" in self.__dict__:
             self.__dict__.pop("session").close()
 
+    @plumbing
     async def aclose(self) -> None:
         """Close the async client's pooled connections."""
         if "async_client" in self.__dict__:
@@ -285,6 +358,7 @@ class JFrogHook(BaseHook):
         self._request("GET", path, service=service)
         return True
 
+    @plumbing
     def service_url(self, service: Service) -> str:
         """Base URL of Artifactory or Xray."""
         return self.config.artifactory_url if service == "artifactory" else self.config.xray_url
@@ -337,7 +411,7 @@ class JFrogHook(BaseHook):
                 what = f"answered {resp.status_code}"
                 if isinstance(resp, requests.Response):
                     resp.close()  # give a streamed answer's connection back; httpx read its answer in full
-            self.log.warning("JFrog %s %s %s; retry %d/%d in %.2fs", method, url_path, what,
+            self.log.warning("JFrog %s %s %s; retry %d/%d in %.2fs", method, self._scrub(url_path), what,
                              state.attempt_number, cfg.max_retries, state.upcoming_sleep)
 
         return {"retry": should_retry, "wait": wait, "stop": stop, "before_sleep": before_sleep,
@@ -381,9 +455,16 @@ class JFrogHook(BaseHook):
     def _checked(self, resp: Any, method: str, url_path: str) -> Any:
         if resp.status_code < 400:
             return resp
-        raise JFrogApiError(resp.status_code, self._scrub(error_message(resp)), method=method, url_path=url_path)
+        raise JFrogApiError(resp.status_code, error_message(resp, self._scrubber), method=method,
+                            url_path=self._scrub(url_path))
 
     def _scrub(self, text: str) -> str:
-        # never let the token reach an exception message, even if a server echoes it back
-        token = self.config.token
-        return text.replace(token, "***") if token else text
+        """`text` without any form of the credential, even if a server echoed it back."""
+        return self._scrubber.text(text)
+
+    def _excerpt(self, text: str, limit: int) -> str:
+        """At most `limit` characters of server text for a message, scrubbed before the cut."""
+        return self._scrubber.excerpt(text, limit)
+
+
+_scrub_public_methods(JFrogHook)
