@@ -37,22 +37,23 @@ def _sbom(path: Path) -> Path:
 
 @pytest.fixture
 def champion(mlops_home, jfrog_conn, tmp_path):
-    """Version 1 of the pipeline's model is champion; its model.pt and SBOM are in both Artifactory repos."""
+    """Version 1 of the pipeline's model is champion; its model file and SBOM are in both Artifactory repos."""
     from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
     from include.mlops import registry
     from include.mnist.model import build_model
     from include.mnist.spec import MNIST
-    from include.mnist.train import save_state_dict
+    from include.mnist.train import MODEL_FILE, save_model
     from include.settings import PipelineSettings
 
     settings = PipelineSettings.from_env()
-    model_file = tmp_path / "model.pt"
-    save_state_dict(build_model(), model_file)
+    model_file = tmp_path / "model" / MODEL_FILE
+    model_file.parent.mkdir()
+    save_model(build_model(), model_file, "fast")
     registered = registry.register_training_run(
         tracking_uri=settings.mlflow_tracking_uri, experiment_name=settings.experiment_name,
         artifact_root=settings.mlflow_artifact_root, model_name=settings.model_name, run_key="test/run-1",
-        model_path=model_file, load_model=MNIST.load, input_example=MNIST.example_input(),
+        model_path=model_file.parent, load_model=MNIST.load, input_example=MNIST.example_input(),
         params={"epochs": 1}, epoch_metrics=[{"epoch": 1, "loss": 0.5}],
         eval_metrics={"accuracy": 0.99}, datasets=[registry.DatasetRef("mnist-train", "file:///d", "ab" * 32)],
         tags={}, pip_requirements=registry.pinned_requirements("torch"),
@@ -61,8 +62,10 @@ def champion(mlops_home, jfrog_conn, tmp_path):
     hook = ArtifactoryHook()
     folder = f"{settings.model_name}/{registered.version}"
     for repo in (settings.artifactory_repo, settings.artifactory_release_repo):
-        hook.deploy_artifact(model_file, repo, f"{folder}/model.pt", properties={"model.version": registered.version})
-    hook.set_item_properties(settings.artifactory_release_repo, f"{folder}/model.pt", {"mlflow.alias": "champion"})
+        hook.deploy_artifact(model_file, repo, f"{folder}/{MODEL_FILE}", properties={"model.version": registered.version})
+    hook.set_item_properties(settings.artifactory_release_repo, f"{folder}/{MODEL_FILE}", {"mlflow.alias": "champion"})
+    registry.set_version_tags(settings.mlflow_tracking_uri, settings.model_name, registered.version,
+                              {"artifactory.path": f"{settings.artifactory_repo}/{folder}/{MODEL_FILE}"})
     hook.deploy_artifact(_sbom(tmp_path / "sbom.cdx.json"), settings.artifactory_repo, f"{folder}/sbom.cdx.json")
     return settings, registered.version
 
@@ -90,7 +93,7 @@ def test_rescan_records_alerts_and_demotes_only_when_asked(airflow_db, champion,
     settings, version = champion
     dag = _dag()
     client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
-    model_path = f"{settings.model_name}/{version}/model.pt"
+    model_path = f"{settings.model_name}/{version}/model.safetensors"
 
     clean = dag.test()
     assert clean.state == "success"
@@ -122,14 +125,24 @@ def test_rescan_records_alerts_and_demotes_only_when_asked(airflow_db, champion,
     release = ArtifactoryHook().get_item_properties(settings.artifactory_release_repo, model_path)
     assert "mlflow.alias" not in release and release["release.status"] == ["demoted"]
 
+    # Both choices are in the version's audit trail, by whoever ran the re-scan, with the SBOM's digest.
+    from include.mlops import audit
+
+    trail = audit.history(settings.mlflow_tracking_uri, settings.model_name, version)
+    assert [(e["event"], e["by"], e["dag_id"]) for e in trail] == [
+        ("champion.kept", "dag_test", "mnist_security_rescan"), ("champion.demoted", "dag_test", "mnist_security_rescan")]
+    assert all("CVE-2099-4242" in e["reason"] and len(e["evidence_sha256"]) == 64 for e in trail)
+    with pytest.raises(Exception, match="it was demoted"):
+        registry.promote(settings.mlflow_tracking_uri, settings.model_name, version)
+
 
 @pytest.mark.e2e
 def test_rescan_judges_the_model_file_once_xray_has_indexed_it(airflow_db, champion, jfrog_server):
-    """A finding Xray reports on model.pt itself, with a severity not rated yet, blocks like any other."""
+    """A finding Xray reports on the model file itself, with a severity not rated yet, blocks like any other."""
     from jfrog_provider.hooks.artifactory import ArtifactoryHook
 
     settings, version = champion
-    model_path = f"{settings.model_name}/{version}/model.pt"
+    model_path = f"{settings.model_name}/{version}/model.safetensors"
     sha256 = ArtifactoryHook().get_file_info(settings.artifactory_repo, model_path)["checksums"]["sha256"]
     jfrog_server.summary_polls_before_indexed = 2  # Xray is still indexing when the gate first asks
     jfrog_server.plant_vulnerabilities([{"sha256": sha256, "issue_id": "XRAY-990002", "severity": "Pending",
