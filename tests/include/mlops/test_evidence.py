@@ -26,7 +26,7 @@ def _lineage(version: str, model_sha: str, digests: dict[str, str] = DIGESTS, **
     args = dict(
         dataset_digests=digests, dag_id="mnist_training", run_id=f"manual__{version}", mlflow_run_id=f"run{version}",
         model_name="mnist-cnn", model_version=version, artifactory_repo="ml-models-local",
-        artifactory_path=f"mnist-cnn/{version}/model.pt", model_sha256=model_sha,
+        artifactory_path=f"mnist-cnn/{version}/model.safetensors", model_sha256=model_sha,
         sbom_serial=f"urn:uuid:00000000-0000-4000-8000-00000000000{version}", sbom_sha256="e" * 64,
         mlbom_serial=f"urn:uuid:00000000-0000-4000-8000-10000000000{version}",
         model_scan={"safe": True, "sha256": model_sha, "globals": ["collections.OrderedDict"], "refused": []},
@@ -41,7 +41,7 @@ def test_lineage_chain_links_every_step():
     lineage = _lineage("3", "a" * 64)
     assert [d["sha256"] for d in lineage["datasets"]] == ["3" * 64, "1" * 64]
     assert lineage["airflow"]["run_id"] == "manual__3" and lineage["mlflow"]["model_version"] == "3"
-    assert lineage["artifactory"] == {"repo": "ml-models-local", "path": "mnist-cnn/3/model.pt", "sha256": "a" * 64}
+    assert lineage["artifactory"] == {"repo": "ml-models-local", "path": "mnist-cnn/3/model.safetensors", "sha256": "a" * 64}
     assert lineage["sbom"]["serial"].startswith("urn:uuid:") and lineage["xray"]["scan_id"] == "scan-3"
     assert lineage["decision"]["promote"] is True
 
@@ -106,12 +106,12 @@ def test_one_aql_query_answers_which_data_and_dependencies_produced_champion(jfr
         model.write_bytes(f"weights of version {version}".encode())
         lineage = _lineage(version, sha256_file(model), digests)
         props = evidence_properties(lineage, sbom_path=f"ml-models-local/mnist-cnn/{version}/sbom.cdx.json")
-        hook.deploy_artifact(model, "ml-models-local", f"mnist-cnn/{version}/model.pt", properties=props)
+        hook.deploy_artifact(model, "ml-models-local", f"mnist-cnn/{version}/model.safetensors", properties=props)
         # release step: copy to the release repo (properties travel with the copy), then stamp the alias
-        hook.copy_item("ml-models-local", f"mnist-cnn/{version}/model.pt", "ml-models-release",
-                       f"mnist-cnn/{version}/model.pt")
+        hook.copy_item("ml-models-local", f"mnist-cnn/{version}/model.safetensors", "ml-models-release",
+                       f"mnist-cnn/{version}/model.safetensors")
     # version 2 is champion; version 1 was champion before and lost the stamp
-    hook.set_item_properties("ml-models-release", "mnist-cnn/2/model.pt", champion_properties())
+    hook.set_item_properties("ml-models-release", "mnist-cnn/2/model.safetensors", champion_properties())
 
     rows = hook.search_aql(champion_query("ml-models-release"))
     assert len(rows) == 1
@@ -130,6 +130,6 @@ def test_one_aql_query_answers_which_data_and_dependencies_produced_champion(jfr
 
 def test_champion_query_is_plain_aql():
     query = champion_query("ml-models-release")
-    assert query.startswith('items.find({"repo": "ml-models-release", "name": "model.pt", "@mlflow.alias": '
+    assert query.startswith('items.find({"repo": "ml-models-release", "name": "model.safetensors", "@mlflow.alias": '
                             '"champion"})')
     assert query.endswith('.include("repo","path","name","sha256","property")')
