@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support.dag_runs import rerun, signing_connection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO_ROOT / "dags" / "mnist_training.py"
@@ -23,7 +24,7 @@ TINY = {
     "max_train_samples": 512, "max_test_samples": 256, "epochs": 1, "min_accuracy": 0.1, "max_regression": 1.0,
 }
 STAGING, RELEASE = "ml-models-local", "ml-models-release"
-VERSION_FILES = {"model.pt", "sbom.cdx.json", "mlbom.cdx.json"}
+VERSION_FILES = {"model.safetensors", "model.json", "model.sig", "sbom.cdx.json", "mlbom.cdx.json"}
 FAULT = [{"status": 500, "body": "injected by the crash-point test"}] * 3
 
 
@@ -110,56 +111,29 @@ _HOLD = [{"delay": 20, "status": 500, "body": "held by the crash-point test"}]
 POINTS = [
     # The checksum-deploy probe gets its usual 404, then the PUT carrying the bytes is answered 500.
     CrashPoint("publish_model: model bytes sent, upload answered 500", "publish_model",
-               _jfrog_fault(rf"^/artifactory/{STAGING}/mnist-cnn/\d+/model\.pt", "PUT",
+               _jfrog_fault(rf"^/artifactory/{STAGING}/mnist-cnn/\d+/model\.safetensors", "PUT",
                             [{"status": 404, "body": "no artifact with this checksum"}, FAULT[0]])),
     CrashPoint("generate_sbom: SBOM tool missing", "generate_sbom", _missing_sbom_tool),
     CrashPoint("generate_sbom: part-way, SBOM uploaded, ML-BOM upload 500", "generate_sbom",
                _jfrog_fault(rf"^/artifactory/{STAGING}/mnist-cnn/\d+/mlbom\.cdx\.json", "PUT")),
     CrashPoint("scan_model: Xray graph scan 500", "scan_model", _jfrog_fault(r"^/xray/api/v1/scan/graph$", "POST")),
     CrashPoint("promote_model: part-way, evidence uploaded, lineage stamp 500", "promote_model",
-               _jfrog_fault(rf"^/artifactory/api/storage/{STAGING}/mnist-cnn/\d+/model\.pt$", "PUT")),
+               _jfrog_fault(rf"^/artifactory/api/storage/{STAGING}/mnist-cnn/\d+/model\.safetensors$", "PUT")),
     CrashPoint("promote_model: SIGKILL of the process, evidence uploaded, lineage stamp in flight", "promote_model",
-               _jfrog_fault(rf"^/artifactory/api/storage/{STAGING}/mnist-cnn/\d+/model\.pt$", "PUT", _HOLD),
+               _jfrog_fault(rf"^/artifactory/api/storage/{STAGING}/mnist-cnn/\d+/model\.safetensors$", "PUT", _HOLD),
                kill=True),
     CrashPoint("release_model: part-way, copied, release stamp 500", "release_model",
-               _jfrog_fault(rf"^/artifactory/api/storage/{RELEASE}/mnist-cnn/\d+/model\.pt$", "PUT")),
+               _jfrog_fault(rf"^/artifactory/api/storage/{RELEASE}/mnist-cnn/\d+/model\.safetensors$", "PUT")),
     CrashPoint("set_champion: MLflow database locked at the alias move", "set_champion", _mlflow_locked_at_alias),
     CrashPoint("set_champion: after the commit, mirror stamp 500", "set_champion",
-               _jfrog_fault(rf"^/artifactory/api/storage/{RELEASE}/mnist-cnn/\d+/model\.pt$", "PUT",
+               _jfrog_fault(rf"^/artifactory/api/storage/{RELEASE}/mnist-cnn/\d+/model\.safetensors$", "PUT",
                             _PASS_ONCE + FAULT), after_commit=True),
 ]
 
 
 def _rerun(dag, run_id: str, only_failed: bool = True):
-    """Clear the run's failed and upstream-failed tasks (or all) and run them again, in the same DagRun.
-
-    `dag.test()` cannot do this: for an existing logical date it deletes the run and starts a new one
-    (airflow.models.dagrun.get_or_create_dagrun). This is the loop `dag.test()` runs, on the cleared run.
-    """
-    from airflow import settings
-    from airflow.models.dagrun import DagRun
-    from airflow.sdk.definitions.dag import _run_task
-    from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils.state import DagRunState, TaskInstanceState
-    from sqlalchemy import select
-
-    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
-    scheduler_dag.clear(run_id=run_id, only_failed=only_failed, dag_run_state=DagRunState.RUNNING)
-    session = settings.Session()
-    dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id))
-    dr.dag = scheduler_dag
-    while dr.state == DagRunState.RUNNING:
-        session.expire_all()
-        schedulable, _ = dr.update_state(session=session)
-        for ti in schedulable:
-            ti.try_number += 1
-            # Clearing grants the DAG file's retries again; a rerun that needs one has not completed cleanly.
-            ti.max_tries = ti.try_number - 1
-            ti.state = TaskInstanceState.SCHEDULED
-        session.commit()
-        for ti in dr.get_task_instances(state=[TaskInstanceState.SCHEDULED], session=session):
-            _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
-    return dr
+    """Clear the run's failed tasks (or all) and run them again in the same DagRun (dag.test() cannot)."""
+    return rerun(dag, run_id, only_failed=only_failed)
 
 
 def _run_killed(world: World, seed: int):
@@ -172,7 +146,8 @@ def _run_killed(world: World, seed: int):
 
     log = world.tmp / f"killed-{seed}.log"
     logical_date = timezone.utcnow()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "plugins")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "plugins"),
+                                                        str(REPO_ROOT / "tests")])}
     with log.open("wb") as out:
         child = subprocess.Popen([sys.executable, __file__, str(seed), logical_date.isoformat()],
                                  stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -260,11 +235,13 @@ def test_crash_at_each_step_keeps_champion_and_rerun_completes_without_duplicate
 ):
     from mlflow import MlflowClient
 
+    from include.mlops import audit
     from include.mlops.evidence import PACK_FILES
     from include.mlops.registry import RUN_KEY_TAG
     from include.settings import PipelineSettings
 
     started = time.perf_counter()
+    signing_connection(monkeypatch)
     settings = PipelineSettings.from_env()
     world = World(_load_dag(), jfrog_server, monkeypatch, tmp_path, settings.mlflow_tracking_uri, settings.model_name)
     # A different seed per run: distinct model files, so a file published under two versions would show.
@@ -317,10 +294,15 @@ def test_crash_at_each_step_keeps_champion_and_rerun_completes_without_duplicate
     for version in {str(v.version) for v in versions}:
         expected.update(f"{STAGING}/mnist-cnn/{version}/{name}" for name in VERSION_FILES)
         expected.update(f"{STAGING}/mnist-cnn/{version}/evidence/{name}" for name in (*PACK_FILES, "manifest.json"))
-        expected[f"{RELEASE}/mnist-cnn/{version}/model.pt"] += 1
+        expected[f"{RELEASE}/mnist-cnn/{version}/model.safetensors"] += 1
+        # One audit record per event of the version's trail, none twice for a retried or rerun step.
+        expected.update(f"{STAGING}/{audit.audit_folder(settings.model_name, version)}/"
+                        f"{audit.artifactory_name(e['tag'], e['event'])}"
+                        for e in audit.history(settings.mlflow_tracking_uri, settings.model_name, version))
     items = [row for repo in (STAGING, RELEASE) for row in _items(repo)]
     stored = Counter(f"{row['repo']}/{row['path']}/{row['name']}" for row in items)
-    same_model_twice = Counter(row["sha256"] for row in items if row["repo"] == STAGING and row["name"] == "model.pt")
+    same_model_twice = Counter(row["sha256"] for row in items
+                               if row["repo"] == STAGING and row["name"] == "model.safetensors")
     duplicate_artifacts = sum((stored - expected).values()) + sum(n - 1 for n in same_model_twice.values())
     missing_artifacts = sum((expected - stored).values())
     events = _champion_events(world.run_ids)
@@ -354,7 +336,7 @@ def test_crash_at_each_step_keeps_champion_and_rerun_completes_without_duplicate
     # A commit point reached after another run moved `champion` must not roll that run back.
     from include.mlops import registry
 
-    disarm = _jfrog_fault(rf"^/artifactory/api/storage/{RELEASE}/mnist-cnn/\d+/model\.pt$", "PUT")(world)
+    disarm = _jfrog_fault(rf"^/artifactory/api/storage/{RELEASE}/mnist-cnn/\d+/model\.safetensors$", "PUT")(world)
     try:
         late = world.dag.test(run_conf={**TINY, "seed": len(POINTS) + 1})
     finally:
