@@ -292,8 +292,8 @@ def mnist_training():
         task_id="release_model", source_repo=promoted["artifactory_repo"],
         source_path=promoted["artifactory_model_path"], target_repo=promoted["artifactory_release_repo"],
         copy=True, properties=promoted["release_properties"])
-    # Waits holding no worker slot; a timeout is final, so no retry asks again.
-    approval = ChampionApprovalOperator(task_id="approve_champion", summary_task_id="promote_model", retries=0)
+    # Waits holding no worker slot; no answer in time fails it without a retry.
+    approval = ChampionApprovalOperator(task_id="approve_champion", summary_task_id="promote_model")
     set_champion((released >> approval).output)
 
 

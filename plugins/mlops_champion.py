@@ -82,8 +82,12 @@ class ChampionApprovalOperator(ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" in event:
-            self._record(context, "timeout", "nobody", event.get("error") or "no answer")
-            return super().execute_complete(context, event)  # raises: the run fails, champion stays
+            from airflow.sdk.exceptions import AirflowFailException
+
+            reason = event.get("error") or "no answer"
+            self._record(context, event.get("error_type") or "timeout", "nobody", reason)
+            # Fails without retry: a retry would ask again, and no answer in time must mean no promotion.
+            raise AirflowFailException(f"{reason}: no promotion, champion unchanged")
         # Recorded before the operator acts on it: on Reject the operator ends this task by skipping set_champion.
         chosen, user = list(event.get("chosen_options") or []), event.get("responded_by_user") or {}
         approved, by = chosen == [self.APPROVE], user.get("name") or user.get("id") or "unknown"
