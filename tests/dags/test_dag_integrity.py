@@ -57,7 +57,8 @@ def test_training_graph_is_the_chain(dagbag):
     dag = dagbag.dags["mnist_training"]
     order = [
         "validate_data", "train_model", "evaluate_model", "register_model",
-        "publish_model", "generate_sbom", "scan_model", "promote_model", "release_model", "set_champion",
+        "publish_model", "generate_sbom", "scan_model", "promote_model", "release_model", "approve_champion",
+        "set_champion",
     ]
     assert set(order) == set(dag.task_ids)
     assert dag.get_task(order[0]).upstream_task_ids == set()
