@@ -69,7 +69,9 @@ def main() -> None:
         print(f"                     plot {history['png']}  table {history['csv']}")
     print_retrain(args.airflow_url, args.data_run, args.drift_run[-1], args.clear_queued_retrain)
     print(f"\nAirflow UI           {args.airflow_url}  (only while Airflow runs: scripts/pipeline --keep-running)")
-    print(f"MLflow UI            mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+    ui = os.environ.get("MLOPS_MLFLOW_UI_URL")
+    print(f"MLflow UI            {ui} (user admin; only while the pipeline runs: --keep-running)" if ui
+          else f"MLflow UI            .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
 
 
 def print_drift_day(settings: PipelineSettings, run_id: str) -> dict | None:
