@@ -103,5 +103,5 @@ def test_data_version_event_is_downloaded_checked_and_recorded(
     lineage = json.loads((run_dir / "evidence" / "lineage.json").read_text())
     assert lineage["data_version"] == "v2"
     assert {d["file"]: d["sha256"] for d in lineage["datasets"]} == extra["digests"]
-    model = ArtifactoryHook().get_item_properties("ml-models-local", f"mnist-cnn/{version}/model.pt")
+    model = ArtifactoryHook().get_item_properties("ml-models-local", f"mnist-cnn/{version}/model.safetensors")
     assert model["dataset.version"] == ["v2"]
