@@ -6,9 +6,10 @@ Daily at 06:00 UTC and on demand.
 1. `wait_for_batch` is a sensor (reschedule mode): "a batch is waiting in the landing folder" is a lasting
    state, not an event, so a sensor fits and an AssetWatcher does not. No batch by the timeout is a skip.
 2. `ingest_batches` validates each landed file (format, shape, dtype, value range, non-empty, no NaN, labels)
-   and either claims it by an atomic rename keyed by its sha256 or quarantines it with a `.reason.json`.
-   A batch counts as processed only once its processed marker is written, so reruns finish what was claimed
-   and never measure a batch twice; a re-sent batch is quarantined as a duplicate.
+   and either claims it by an atomic rename keyed by the sha256 of its decoded arrays (the same arrays saved
+   differently are one batch) or quarantines it with a `.reason.json`; symlinks, FIFOs and partial files are
+   quarantined too. A batch counts as processed only once its processed marker is written, so reruns finish
+   what was claimed and never measure a batch twice; a re-sent batch is quarantined as a duplicate.
 3. `prepare_reference` builds the reference profile of the champion model version once (image features plus
    the model's embeddings, predicted class and confidence) and stores it with that version in MLflow.
 4. `measure_batch` (one mapped task per batch) decides drift with Evidently's default per-column tests and
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 from mlops_notifiers import AlertNotifier
+from mlops_signing import signing_key
 
 from include.assets import MNIST_DRIFT, MNIST_TRAINING_INPUT
 
@@ -106,7 +108,7 @@ def mnist_drift():
         from include.mlops.drift_run import prepare_reference as prepare
         from include.mnist.spec import MNIST
 
-        return prepare(MNIST, _settings(), int(get_current_context()["params"]["reference_size"]))
+        return prepare(MNIST, _settings(), int(get_current_context()["params"]["reference_size"]), signing_key())
 
     @task(multiple_outputs=False, map_index_template="{{ task.op_kwargs['batch']['name'] }}")
     def measure_batch(batch: dict, reference: dict) -> dict:
@@ -120,7 +122,7 @@ def mnist_drift():
         # Under the batch's lock a racing run waits, then finds the processed marker and does not measure again.
         with store.measuring(batch["sha256"]):
             return measure(MNIST, batch, reference, settings=_settings(), store=store, artifacts=ArtifactoryHook(),
-                           drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"])
+                           drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"], public_key=signing_key())
 
     @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
     def report_history() -> dict:

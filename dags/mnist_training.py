@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from jfrog_provider.operators.artifactory import ArtifactoryPromoteOperator, ArtifactoryUploadOperator
 from jfrog_provider.operators.xray import XrayScanGateOperator
 from mlops_champion import ChampionApprovalOperator, audit_actor
+from mlops_signing import signing_key as _signing_key
 
 from include.assets import MNIST_CHAMPION, MNIST_DRIFT, MNIST_TRAINING_DATA, MNIST_TRAINING_INPUT
 from include.security import SEVERITIES, load_xray_policy
@@ -61,29 +62,6 @@ def _actor():
 def _summary(task_id: str) -> dict:
     """The run summary `task_id` returned: it ran earlier in the chain, so reading it adds no edge to the graph."""
     return get_current_context()["ti"].xcom_pull(task_ids=task_id)
-
-
-SIGNING_CONN_ID = "mnist_model_signing"
-
-
-def _signing_key(private: bool = False) -> bytes:
-    """A model-signing key as PEM bytes from the Airflow connection (password: private key; extra public_key).
-
-    Read inside the task that uses it and passed to include/ as bytes: never logged, never returned to XCom.
-    """
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        conn = Connection.get(SIGNING_CONN_ID)
-    except AirflowNotFoundException:
-        raise AirflowFailException(f"no Airflow connection {SIGNING_CONN_ID}: the model cannot be signed or "
-                                   "verified (password: PEM private key, extra {\"public_key\": PEM})") from None
-    value = conn.password if private else conn.extra_dejson.get("public_key")
-    if not value:
-        raise AirflowFailException(f"connection {SIGNING_CONN_ID} has no "
-                                   f"{'password (the PEM private key)' if private else 'extra public_key (PEM)'}")
-    return value.encode()
 
 
 @contextmanager

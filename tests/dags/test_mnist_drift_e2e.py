@@ -13,28 +13,31 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"reference_size": 2000}
 
 
-def _champion(home: Path) -> str:
-    """Register a seeded, untrained fast99 CNN as `champion`: the DAG only needs the weights and the alias."""
+def _champion(home: Path, private_key: bytes) -> str:
+    """Register a seeded, untrained fast99 CNN, signed, as `champion`: the DAG only needs the weights and the alias."""
     import torch
     from mlflow import MlflowClient
 
-    from include.mlops.registry import CHAMPION, ensure_experiment
+    from include.mlops.registry import CHAMPION, SIGNED_MODEL, ensure_experiment
+    from include.mlops.signing import sign_model
     from include.mnist.model import build_model
-    from include.mnist.train import save_state_dict
+    from include.mnist.train import save_model
     from include.settings import PipelineSettings
 
     settings = PipelineSettings.from_env()
     torch.manual_seed(0)
-    weights = home / "seed-model" / "model.pt"
-    weights.parent.mkdir(parents=True)
-    save_state_dict(build_model(), weights)
+    folder = home / "seed-model"
+    save_model(build_model(), folder / "model" / "model.safetensors", "fast")
+    info = sign_model(folder / "model", folder / "model.sig", private_key)
     client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     experiment = ensure_experiment(settings.mlflow_tracking_uri, settings.experiment_name, settings.mlflow_artifact_root)
     run = client.create_run(experiment)
-    client.log_artifact(run.info.run_id, str(weights), artifact_path="state_dict")
+    client.log_artifacts(run.info.run_id, str(folder / "model"), artifact_path=f"{SIGNED_MODEL}/model")
+    client.log_artifact(run.info.run_id, str(folder / "model.sig"), artifact_path=SIGNED_MODEL)
     client.set_terminated(run.info.run_id)
     client.create_registered_model(settings.model_name)
-    version = client.create_model_version(settings.model_name, f"{run.info.artifact_uri}/state_dict", run.info.run_id)
+    version = client.create_model_version(settings.model_name, f"{run.info.artifact_uri}/{SIGNED_MODEL}",
+                                          run.info.run_id, tags={"signature.sha256": info.sha256})
     client.set_registered_model_alias(settings.model_name, CHAMPION, version.version)
     return run.info.run_id
 
@@ -74,7 +77,8 @@ def _events(dag_id: str = "mnist_drift") -> list:
 
 
 @pytest.mark.e2e
-def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db, mlops_home, jfrog_server, jfrog_conn):
+def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db, mlops_home, jfrog_server, jfrog_conn,
+                                                                     model_signing_keys):
     from airflow.dag_processing.dagbag import DagBag
     from jfrog_provider.hooks.artifactory import ArtifactoryHook
     from mlflow import MlflowClient
@@ -83,7 +87,7 @@ def test_clean_day_skips_drifted_day_emits_once_and_reruns_do_nothing(airflow_db
 
     dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mnist_drift.py")).dags["mnist_drift"]
     settings = PipelineSettings.from_env()
-    model_run = _champion(mlops_home)
+    model_run = _champion(mlops_home, model_signing_keys[0])
     before = len(_events())
 
     # Day 1: a clean batch and two bad files. The clean one is measured, the bad ones quarantined, no event.
