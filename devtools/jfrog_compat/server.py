@@ -948,10 +948,16 @@ class _Handler(BaseHTTPRequestHandler):
             # not a JFrog API: counters for benchmarks that run this server in another process
             self._require_user()
             return self._json(200, self.server.owner.stats())
+        if p.startswith("/evidence/"):  # JFrog Evidence, modelled in evidence.py (imported when first used)
+            from devtools.jfrog_compat.evidence import evidence_api
+
+            return evidence_api(self, p[len("/evidence") :], m)
         if p.startswith("/xray/"):
             return self._xray(p[len("/xray") :], m)
         if p.startswith("/_storage/") and m == "GET":
             return self._signed_storage(p)
+        if p.startswith("/ui/") and m in ("GET", "HEAD"):
+            return self._ui_page(p)
         if not p.startswith("/artifactory/"):
             raise ApiError(404, "Not Found")
         sub = p[len("/artifactory") :]
@@ -973,12 +979,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._aql()
         if sub == "/api/build" or sub.startswith("/api/build/"):
             return self._builds(sub[len("/api/build") :], m)
+        if sub == "/api/security/keys/trusted":  # the keys JFrog verifies evidence with (evidence.py)
+            from devtools.jfrog_compat.evidence import trusted_keys_api
+
+            return trusted_keys_api(self, m)
         for op in ("copy", "move"):
             if sub.startswith(f"/api/{op}/") and m == "POST":
                 return self._copy_move(op, sub[len(f"/api/{op}/") :])
         if sub.startswith("/api/"):
             raise ApiError(404, "Not Found")
         return self._artifact(sub[1:], m)
+
+    def _ui_page(self, raw: str) -> None:
+        """The JFrog UI paths the provider's links store, as small HTML pages (ui_pages.py)."""
+        from devtools.jfrog_compat import ui_pages
+
+        status, page = ui_pages.render(self.server.owner.store, unquote(raw), self._base(), lambda scan_id, data:
+                                       build_scan_result(scan_id, data, True, False, self._base()[:-len("/artifactory")]))
+        self._send(status, page, "text/html; charset=utf-8", {"Content-Security-Policy": ui_pages.CSP})
 
     @staticmethod
     def _split_repo_path(raw: str) -> tuple[str, str]:
