@@ -46,9 +46,31 @@ def _client(tracking_uri: str):
     import mlflow
     from mlflow import MlflowClient
 
+    _route_mlflow_logs()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _route_mlflow_logs() -> None:
+    """Send MLflow's log records through the host's logging, each at its own level, instead of to stderr.
+
+    `import mlflow` gives its `mlflow` logger a stderr handler and turns propagation off; Airflow's task supervisor
+    logs everything a task writes to stderr as ERROR, so MLflow's INFO lines read as errors in the task log.
+    """
+    logger = logging.getLogger("mlflow")
+    logger.handlers = []
+    logger.propagate = True
+
+
+@contextmanager
+def _notices_on_stdout() -> Iterator[None]:
+    """MLflow prints notices such as "Successfully registered model" to stderr (its `eprint`): they are INFO."""
+    import sys
+    from contextlib import redirect_stderr
+
+    with redirect_stderr(sys.stdout):
+        yield
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
@@ -148,8 +170,9 @@ def register_training_run(
         if signature_path is not None:
             client.log_artifact(run_id, str(signature_path), artifact_path=SIGNED_MODEL)
 
-    version = _create_once(lambda: mlflow.register_model(info.model_uri, model_name, tags=run_tags),
-                           lambda: _version_of_key(client, model_name, run_key))
+    with _notices_on_stdout():
+        version = _create_once(lambda: mlflow.register_model(info.model_uri, model_name, tags=run_tags),
+                               lambda: _version_of_key(client, model_name, run_key))
     return _finish_registration(client, version, experiment_id, tracking_uri)
 
 
