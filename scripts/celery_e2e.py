@@ -9,7 +9,7 @@ key prefix and queue of this run's own. Then:
 1. happy path: a quick run must succeed, with tasks executed by both workers;
 2. kill: a second run; once train_model has run for a few seconds, the worker holding it is SIGKILLed with its
    whole process tree; the scheduler must see the lost heartbeat, retry the task (try 2) on the other worker,
-   and the run must succeed, with one MLflow model version and one model.pt in Artifactory per run.
+   and the run must succeed, with one MLflow model version and one model.safetensors in Artifactory per run.
 
 Every process started here is stopped and both databases are dropped on the way out, also on failure.
 
@@ -367,9 +367,17 @@ def run(stack: Stack, tag: str, args: argparse.Namespace) -> None:
     jfrog_url = url_file.read_text().strip()
     stack.env["AIRFLOW_CONN_JFROG_DEFAULT"] = json.dumps({"conn_type": "jfrog", "host": jfrog_url,
                                                           "password": jfrog_token})
+    # A throw-away model-signing key pair: train_model signs, every later load verifies.
+    from include.mlops.signing import generate_key_pair
+
+    private_key, public_key = generate_key_pair()
+    stack.env["AIRFLOW_CONN_MNIST_MODEL_SIGNING"] = json.dumps(
+        {"conn_type": "generic", "password": private_key.decode(), "extra": {"public_key": public_key.decode()}})
     stack.start("api-server", sys.executable, "-m", "airflow", "api-server", "--port", str(api_port))
     stack.start("scheduler", sys.executable, "-m", "airflow", "scheduler")
     stack.start("dag-processor", sys.executable, "-m", "airflow", "dag-processor")
+    # scan_model defers its Xray polling to the triggerer.
+    stack.start("triggerer", sys.executable, "-m", "airflow", "triggerer", "--skip-serve-logs")
     workers = []
     for n in (1, 2):
         wdir = stack.work / f"worker{n}"
@@ -468,18 +476,18 @@ def run(stack: Stack, tag: str, args: argparse.Namespace) -> None:
             raise E2EError(f"train_model try 2 ran on {retried_on}, expected {survivor.name}")
         expected_runs = 2
 
-    # No duplicates: one MLflow run and model version per Airflow run, one model.pt per version in Artifactory.
+    # No duplicates: one MLflow run and model version per Airflow run, one model.safetensors per version in Artifactory.
     versions = stack.sql(mlflow_db, "SELECT name, version, run_id FROM model_versions ORDER BY version")
     mlflow_runs = stack.sql(mlflow_db, "SELECT run_uuid FROM runs WHERE lifecycle_stage = 'active'")
-    models = _aql(jfrog_url, jfrog_token, 'items.find({"repo": "ml-models-local", "name": "model.pt"})')
+    models = _aql(jfrog_url, jfrog_token, 'items.find({"repo": "ml-models-local", "name": "model.safetensors"})')
     stack.say(f"MLflow: {len(mlflow_runs)} runs, model versions {[v[1] for v in versions]}; "
-              f"Artifactory ml-models-local: {sorted(m['path'] for m in models)} model.pt")
+              f"Artifactory ml-models-local: {sorted(m['path'] for m in models)} model.safetensors")
     if len(versions) != expected_runs or len({v[2] for v in versions}) != expected_runs:
         raise E2EError(f"expected {expected_runs} model versions from distinct runs, got {versions}")
     if len(mlflow_runs) != expected_runs:
         raise E2EError(f"expected {expected_runs} MLflow runs, got {len(mlflow_runs)}")
     if len(models) != expected_runs:
-        raise E2EError(f"expected {expected_runs} model.pt in Artifactory, got {models}")
+        raise E2EError(f"expected {expected_runs} model.safetensors in Artifactory, got {models}")
     stack.say(f"PASS: Celery run {wall1:.1f} s" + ("" if args.no_kill else f", kill recovery {t_recovered:.1f} s"))
 
 
