@@ -26,7 +26,7 @@ from jfrog_provider import __version__
 from jfrog_provider.exceptions import JFrogApiError
 from jfrog_provider.scrubbing import Scrubber, credential_forms
 
-Service = Literal["artifactory", "xray"]
+Service = Literal["artifactory", "xray", "evidence"]
 Response = requests.Response | httpx.Response
 
 # Only these statuses are worth retrying; every other 4xx is final. jfrog-client-go retries >= 500 and 429
@@ -360,7 +360,9 @@ class JFrogHook(BaseHook):
 
     @plumbing
     def service_url(self, service: Service) -> str:
-        """Base URL of Artifactory or Xray."""
+        """Base URL of Artifactory, Xray or the Evidence service."""
+        if service == "evidence":  # `<platform>/evidence/api/v1/...` (JFrog REST "Deploy Evidence")
+            return f"{self.config.platform_url}/evidence"
         return self.config.artifactory_url if service == "artifactory" else self.config.xray_url
 
     # -- the choke point ----------------------------------------------------------------------------
