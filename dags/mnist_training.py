@@ -14,10 +14,20 @@ reruns the rest without duplicates. Alias moves, gate decisions and approvals go
 
 Each task returns the run summary so far (references only); a task after an operator reads it from the task
 before that operator, so the graph's edges are the order above. The steps live in `include/mlops`.
+
+Extra links (task → Links): the MLflow run and model version, the SBOM, the Xray scan, the evidence pack, the
+published model and its release copy in Artifactory.
+
+**Quick trial run** (seconds, e.g. to try the pipeline): trigger with
+`{"max_train_samples": 10000, "max_test_samples": 2000, "min_accuracy": 0.9}`: about 0.94 test accuracy, so it
+passes the accuracy gate and, with no champion yet, becomes champion. Against a champion trained on all images the
+champion gate (`max_regression`) blocks it, as it should: a capped run is for trying the pipeline, not for
+replacing a champion.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -25,9 +35,11 @@ from pathlib import Path
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
+from jfrog_provider.links import ARTIFACTORY_URL_KEY, ArtifactoryLink, push_link_url
 from jfrog_provider.operators.artifactory import ArtifactoryPromoteOperator, ArtifactoryUploadOperator
 from jfrog_provider.operators.xray import XrayScanGateOperator
 from mlops_champion import ChampionApprovalOperator, audit_actor
+from mlops_links import MlflowModelVersionLink, MlflowRunLink, push_link, with_links
 from mlops_signing import signing_key as _signing_key
 
 from include.assets import MNIST_CHAMPION, MNIST_DRIFT, MNIST_TRAINING_DATA, MNIST_TRAINING_INPUT
@@ -35,6 +47,7 @@ from include.security import SEVERITIES, load_xray_policy
 
 # Policy as data (include/security/xray_policy.json): the threshold's default and the CVE allowlist.
 XRAY_POLICY = load_xray_policy()
+log = logging.getLogger(__name__)
 
 
 def _context() -> tuple[dict, str, str]:
@@ -72,7 +85,27 @@ def _no_retry() -> Iterator[None]:
     try:
         yield
     except GateFailure as exc:
-        raise AirflowFailException(str(exc)) from exc
+        # One ERROR line naming the gate and its figures; the chained GateFailure traceback would only repeat it.
+        log.error("%s", exc)
+        raise AirflowFailException(str(exc)) from None
+
+
+def _push_artifactory_link(repo_path: str) -> None:
+    """The task's "Artifactory" link: the UI page of `repo/path` (the JFrog connection's platform URL)."""
+    from jfrog_provider.hooks.artifactory import ArtifactoryHook
+
+    repo, _, path = repo_path.partition("/")
+    push_link_url(get_current_context(), ARTIFACTORY_URL_KEY, ArtifactoryHook().ui_url(repo, path))
+
+
+def _push_mlflow_links(registered: dict, run: bool = True) -> None:
+    """The task's MLflow links: the run (when `run`) and the model version, in the MLflow UI."""
+    from mlops_links import mlflow_model_version_url, mlflow_run_url
+
+    ui = _settings().mlflow_ui_url
+    if run:
+        push_link(MlflowRunLink, mlflow_run_url(ui, registered["run_id"]))
+    push_link(MlflowModelVersionLink, mlflow_model_version_url(ui, registered["model_name"], registered["version"]))
 
 
 def _trainer(params: dict) -> Callable[..., dict]:
@@ -98,9 +131,12 @@ def _trainer(params: dict) -> Callable[..., dict]:
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
                                  assets=(MNIST_TRAINING_DATA | MNIST_DRIFT)),
     start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
+    description="Train the MNIST CNN, register it in MLflow, publish, SBOM and Xray-gate it in JFrog, promote the champion",
     doc_md=__doc__,
     tags=["mnist", "training", "mlflow", "jfrog"],
-    default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    # Return values are run summaries (the XCom tab shows them); each task logs its own one-line result instead.
+    default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=20),
+                  "show_return_value_in_logs": False},
     params={
         "preset": Param("fast", type="string", enum=["fast", "quality"], description="fast: about 99.0 % in "
                         "seconds on a CPU (nightly); quality: about 99.5 %, minutes on a CPU."),
@@ -114,9 +150,10 @@ def _trainer(params: dict) -> Callable[..., dict]:
         "max_regression": Param(0.002, type="number", minimum=0, maximum=1,
                                 description="Allowed accuracy drop versus the champion."),
         "max_train_samples": Param(0, type="integer", minimum=0,
-                                   description="Cap on training images for quick runs (0 = all 60,000)."),
+                                   description="Cap on training images (0 = all 60,000). The gates still apply: for a "
+                                   "quick trial run (see the DAG docs) lower min_accuracy too."),
         "max_test_samples": Param(0, type="integer", minimum=0,
-                                  description="Cap on test images for quick runs (0 = all 10,000)."),
+                                  description="Cap on test images (0 = all 10,000)."),
         "severity_threshold": Param(XRAY_POLICY["severity_threshold"], type="string", enum=list(SEVERITIES),
                                     description="Xray findings at or above this block promotion."),
         "xray_watches": Param([], type="array", items={"type": "string"},
@@ -202,6 +239,7 @@ def mnist_training():
         with _no_retry():
             registered = register(MNIST, run, settings=_settings(), dag_id=dag_id, run_id=run_id,
                                   code_version=code_version(REPO_ROOT), public_key=_signing_key())
+        _push_mlflow_links(registered["registered"])
         record_challenger(registered["registered"], actor=_actor(), store=ArtifactoryHook(),
                           repo=registered["artifactory_repo"])
         return {**run, **registered}
@@ -218,6 +256,7 @@ def mnist_training():
         with _no_retry():
             sbom = generate_boms(MNIST, run, published, ArtifactoryHook(), sbom_tool=settings.sbom_tool,
                                  run_dir=_run_dir(), pipeline=_context()[1], public_key=_signing_key())
+        _push_artifactory_link(sbom["artifactory_path"])
         model_ref = f"{published['repo']}/{published['path'].lstrip('/')}"
         return {**run, "sbom": sbom, "sbom_path": sbom["path"], "model_ref": model_ref}
 
@@ -231,6 +270,9 @@ def mnist_training():
 
         params, dag_id, run_id = _context()
         run = _summary("generate_sbom")
+        # The evidence pack goes beside the model whatever the gates decide, so a blocked run links it too.
+        model_folder = run["published"]["path"].strip("/").rpartition("/")[0]
+        _push_artifactory_link(f"{run['published']['repo']}/{model_folder}/evidence")
         with _no_retry():
             # What release_model copies is what was signed: the published files verify against the public key.
             verify_published(run, ArtifactoryHook(), _signing_key())
@@ -248,31 +290,43 @@ def mnist_training():
         with _no_retry():
             committed = commit_champion(_summary("promote_model"), _summary("release_model"), ArtifactoryHook(),
                                         actor=_actor(), approval=approval)
+        _push_mlflow_links(_summary("register_model")["registered"], run=False)
         event = {key: committed[key] for key in ("model_name", "version", "sha256")}
         get_current_context()["outlet_events"][MNIST_CHAMPION].extra = event
         return committed
 
-    registered = register_model(evaluate_model(train_model(validate_data())))
+    registered = with_links(register_model(evaluate_model(train_model(validate_data()))),
+                            MlflowRunLink(), MlflowModelVersionLink())
     published = ArtifactoryUploadOperator(
         task_id="publish_model", local_path=registered["model_path"], repo=registered["artifactory_repo"],
+        doc_md="Upload the model to Artifactory with lineage properties (model version, sha256, signature, MLflow "
+        "run, data version). Link: the model in Artifactory.",
         target_path=registered["artifactory_model_path"], properties=registered["publish_properties"])
-    sbom = generate_sbom(published.output)
+    sbom = with_links(generate_sbom(published.output), ArtifactoryLink())
     scan = XrayScanGateOperator(
         task_id="scan_model", sbom_path=sbom["sbom_path"], watches="{{ params.xray_watches | join(',') }}",
+        doc_md="The Xray policy gate: a graph scan of the SBOM's libraries plus Xray's summary of the published "
+        "model, judged by `include/security/xray_policy.json` (threshold, allowlist, fail_build violations); a "
+        "blocking finding fails the run. Deferred to the triggerer. Link: the Xray scan.",
         severity_threshold="{{ params.severity_threshold }}", allowlist=XRAY_POLICY["allowlist"],
         fail_on_fail_build_violations=XRAY_POLICY["fail_on_fail_build_violations"],
         artifact_paths=[sbom["model_ref"]],  # also wait for Xray to index the published model and judge it
         deferrable=True,  # polls on the triggerer, holding no worker slot while Xray scans
     )
-    promoted = promote_model(scan.output)
+    promoted = with_links(promote_model(scan.output), ArtifactoryLink())
     # Copy the gated file to the release repo (idempotent: a rerun re-stamps only); set_champion stamps the alias.
     released = ArtifactoryPromoteOperator(
         task_id="release_model", source_repo=promoted["artifactory_repo"],
+        doc_md="Copy the gated model to the release repository (a rerun only re-stamps its properties). Link: the "
+        "release copy in Artifactory.",
         source_path=promoted["artifactory_model_path"], target_repo=promoted["artifactory_release_repo"],
         copy=True, properties=promoted["release_properties"])
     # Waits holding no worker slot; no answer in time fails it without a retry.
-    approval = ChampionApprovalOperator(task_id="approve_champion", summary_task_id="promote_model")
-    set_champion((released >> approval).output)
+    approval = ChampionApprovalOperator(
+        task_id="approve_champion", summary_task_id="promote_model",
+        doc_md="When Param `require_approval` (or Variable `mnist_require_approval`) asks for it, a person approves "
+        "the champion move in the UI (Required actions); otherwise passes at once. No answer in time: no promotion.")
+    with_links(set_champion((released >> approval).output), MlflowModelVersionLink())
 
 
 mnist_training()

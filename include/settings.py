@@ -24,6 +24,8 @@ class PipelineSettings:
     artifactory_repo: str = "ml-models-local"
     artifactory_release_repo: str = "ml-models-release"
     sbom_tool: str = ""
+    # Where people open MLflow (the UI beside Airflow); the tasks' MLflow links start with it, none when unset.
+    mlflow_ui_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, data_dir: str | None = None) -> PipelineSettings:
@@ -39,6 +41,7 @@ class PipelineSettings:
             artifactory_repo=env.get("MLOPS_ARTIFACTORY_REPO", cls.artifactory_repo),
             artifactory_release_repo=env.get("MLOPS_ARTIFACTORY_RELEASE_REPO", cls.artifactory_release_repo),
             sbom_tool=env.get("MLOPS_SBOM_TOOL") or str(REPO_ROOT / ".venv-sbom" / "bin" / "cyclonedx-py"),
+            mlflow_ui_url=env.get("MLOPS_MLFLOW_UI_URL", "").rstrip("/"),
         )
 
     @property
