@@ -54,9 +54,12 @@ def _reject(path: str, reason: str) -> None:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    description="Wait for a new labelled MNIST data version in Artifactory, validate it, announce it to training",
     doc_md=__doc__,
     tags=["mnist", "data", "jfrog"],
-    default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    # Return values are summaries (the XCom tab shows them); each task logs its own one-line result instead.
+    default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30),
+                  "show_return_value_in_logs": False},
 )
 def mnist_data_arrival():
     arrived = ArtifactoryArtifactSensor(
@@ -69,6 +72,8 @@ def mnist_data_arrival():
         timeout=6 * 3600,
         soft_fail=True,
         deferrable=True,
+        doc_md="Waits in the triggerer for a `SHA256SUMS` under `mnist/` without `mnist.data.status`; returns the "
+        "oldest new version's files. Nothing new within the timeout is a skip.",
     )
 
     @task(multiple_outputs=False)
@@ -128,6 +133,8 @@ def mnist_data_arrival():
         properties={STATUS: "announced", "mnist.data.announced_by": "{{ dag.dag_id }}/{{ run_id }}"},
         recursive=True,
         trigger_rule="none_failed_min_one_success",  # also after a skipped (already announced) event
+        doc_md="Stamp the version's folder `mnist.data.status=announced` (recursively), so it is never announced "
+        "twice. Link: the folder in Artifactory.",
     )
     announced >> stamped
 

@@ -16,6 +16,7 @@ Daily at 06:00 UTC and on demand.
    thresholds computed from the cached reference, keeps Evidently's DataDriftPreset report (plus a
    ClassificationPreset report when the batch has labels) as HTML and JSON, in MLflow too, and checks that
    the report's per-column flags agree with the verdict (`report_agreement` in decision.json; a WARNING if not).
+   Its link "Evidently drift report" opens the report in the MLflow UI; the map index is the batch's name.
 5. `report_history` redraws the drift history (share of drifted features per day: PNG, CSV, HTML).
 6. `decide_retrain` emits the `mnist_drift_detected` Asset event that schedules `mnist_training`: one event for
    any number of drifted batches, none inside the cooldown or while a requested retrain is pending (the newest
@@ -28,6 +29,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from mlops_links import DriftReportLink, with_links
 from mlops_notifiers import AlertNotifier
 from mlops_signing import signing_key
 
@@ -61,10 +63,13 @@ def _latest_event_at(asset) -> datetime | None:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    description="Measure landed production batches for drift against the champion (Evidently); request a retrain",
     doc_md=__doc__,
     tags=["mnist", "monitoring", "evidently"],
     default_args={
         "owner": "mlops",
+        # Return values are summaries (the XCom tab shows them); each task logs its own one-line result instead.
+        "show_return_value_in_logs": False,
         "retries": 1,
         "retry_delay": timedelta(seconds=20),
         "on_failure_callback": AlertNotifier("{{ dag.dag_id }}.{{ ti.task_id }} failed in {{ run_id }}", channel="drift"),
@@ -110,10 +115,16 @@ def mnist_drift():
 
         return prepare(MNIST, _settings(), int(get_current_context()["params"]["reference_size"]), signing_key())
 
-    @task(multiple_outputs=False, map_index_template="{{ task.op_kwargs['batch']['name'] }}")
+    # A mapped task takes no doc_md from its docstring: given here. The map index is the batch's name.
+    @task(multiple_outputs=False, map_index_template="{{ task.op_kwargs['batch']['name'] }}",
+          doc_md="Fast drift decision on one batch, Evidently's reports and their agreement, MLflow run, processed "
+                 "marker. Link: the Evidently drift report in the MLflow UI.")
     def measure_batch(batch: dict, reference: dict) -> dict:
         """Fast drift decision on one batch, Evidently's reports and their agreement, MLflow run, processed marker."""
+        from pathlib import Path
+
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
+        from mlops_links import mlflow_run_url, push_link
 
         from include.mlops.drift_run import measure_batch as measure
         from include.mnist.spec import MNIST
@@ -121,8 +132,11 @@ def mnist_drift():
         ctx, store = get_current_context(), _store()
         # Under the batch's lock a racing run waits, then finds the processed marker and does not measure again.
         with store.measuring(batch["sha256"]):
-            return measure(MNIST, batch, reference, settings=_settings(), store=store, artifacts=ArtifactoryHook(),
-                           drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"], public_key=signing_key())
+            measured = measure(MNIST, batch, reference, settings=_settings(), store=store, artifacts=ArtifactoryHook(),
+                               drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"], public_key=signing_key())
+        push_link(DriftReportLink, mlflow_run_url(_settings().mlflow_ui_url, measured["mlflow_run_id"],
+                                                  f"evidently/{Path(measured['html_path']).name}"))
+        return measured
 
     @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
     def report_history() -> dict:
@@ -153,7 +167,7 @@ def mnist_drift():
 
     batches = ingest_batches()
     reference = prepare_reference()
-    measured = measure_batch.partial(reference=reference).expand(batch=batches)
+    measured = with_links(measure_batch.partial(reference=reference).expand(batch=batches), DriftReportLink())
     history = report_history()
     wait_for_batch() >> batches >> reference
     # The history also runs when no batch was claimed (all quarantined): measure_batch then maps over nothing.

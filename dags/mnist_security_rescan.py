@@ -20,8 +20,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
+from jfrog_provider.links import ARTIFACTORY_URL_KEY, ArtifactoryLink, push_link_url
 from jfrog_provider.operators.xray import VERDICT_XCOM_KEY, XrayScanGateOperator
 from mlops_champion import audit_actor
+from mlops_links import MlflowModelVersionLink, mlflow_model_version_url, push_link, with_links
 from mlops_notifiers import AlertNotifier
 
 from include.security import SEVERITIES, load_xray_policy
@@ -42,9 +44,12 @@ def _settings():
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    description="Re-scan the champion's SBOM and model file with today's Xray data; record, alert, optionally demote",
     doc_md=__doc__,
     tags=["mnist", "security", "xray", "jfrog"],
-    default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    # Return values are summaries (the XCom tab shows them); each task logs its own one-line result instead.
+    default_args={"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30),
+                  "show_return_value_in_logs": False},
     params={
         "severity_threshold": Param(
             XRAY_POLICY["severity_threshold"], type="string", enum=list(SEVERITIES),
@@ -74,6 +79,7 @@ def mnist_security_rescan():
         # promote_model tags where the gated model file is (its name follows the model format).
         tagged = registry.version_tags(settings.mlflow_tracking_uri, settings.model_name, current[0])
         model_file = tagged.get("artifactory.path", "").rsplit("/", 1)[-1] or "model.safetensors"
+        push_link(MlflowModelVersionLink, mlflow_model_version_url(settings.mlflow_ui_url, settings.model_name, current[0]))
         return {"model_name": settings.model_name, "version": current[0], "repo": settings.artifactory_repo,
                 "release_repo": settings.artifactory_release_repo, "folder": folder,
                 "model_path": f"{folder}/{model_file}",
@@ -96,6 +102,7 @@ def mnist_security_rescan():
         sha256 = ArtifactoryHook().download_artifact(champion["repo"], remote, local)
         doc = json.loads(Path(local).read_text())
         validate_cyclonedx(doc, source=f"{champion['repo']}/{remote}")
+        push_link_url(ctx, ARTIFACTORY_URL_KEY, ArtifactoryHook().ui_url(champion["repo"], remote))
         return {"path": str(local), "sha256": sha256, "serial": doc.get("serialNumber", ""),
                 "artifactory_path": f"{champion['repo']}/{remote}"}
 
@@ -162,8 +169,8 @@ def mnist_security_rescan():
             raise AirflowFailException(f"{finding['message']}; demoted: {demotion['demoted']} ({demotion['reason']})")
         return {**finding, **demotion}
 
-    champion = find_champion()
-    sbom = fetch_sbom(champion)
+    champion = with_links(find_champion(), MlflowModelVersionLink())
+    sbom = with_links(fetch_sbom(champion), ArtifactoryLink())
     rescan = XrayScanGateOperator(
         task_id=RESCAN_TASK,
         sbom_path=sbom["path"],
@@ -175,6 +182,9 @@ def mnist_security_rescan():
         poll_interval=2.0,
         timeout=600,
         deferrable=True,
+        doc_md="The release gate again on the champion: a graph scan of its SBOM's libraries plus Xray's summary of "
+        "its model files, judged by `include/security/xray_policy.json`; a blocking finding fails this task and "
+        "`record_finding` records it. Link: the Xray scan.",
     )
     finding = record_finding(champion, sbom)
     rescan >> finding
