@@ -25,6 +25,7 @@ from include.mlops.evidence import (
 )
 from include.mlops.files import sha256_file, write_json
 from include.mlops.gates import GateFailure, GateResult
+from include.mlops.jfrog_evidence import EvidenceTarget, deploy_promotion_evidence
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,12 @@ def registry_gate(tags: Mapping[str, str]) -> GateResult:
 def promote(
     run: Mapping[str, Any], scan: Mapping[str, Any], store: ArtifactStore, *, run_dir: Path, min_accuracy: float,
     max_regression: float, dag_id: str, run_id: str, actor: audit.Actor | Mapping[str, str] | None = None,
+    jfrog_evidence: EvidenceTarget | None = None,
 ) -> dict[str, Any]:
     """Gate the version, tag MLflow, upload the evidence pack and write release.json; GateFailure when blocked.
 
-    The decision goes to the audit trail as `gate.decision` (by `actor`, default the scheduler in this run).
+    The decision goes to the audit trail as `gate.decision` (by `actor`, default the scheduler in this run). With
+    `jfrog_evidence`, the pack is also attested as JFrog Evidence on the model file, whatever the decision.
     """
     registered, published, trained, evaluation = run["registered"], run["published"], run["trained"], run["evaluation"]
     uri, name, version = registered["tracking_uri"], registered["model_name"], registered["version"]
@@ -81,7 +84,9 @@ def promote(
         registry_gate(registry.version_tags(uri, name, version)),
     ])
     for gate in decision.gates:
-        log.info("gate %s: %s - %s", gate.name, "PASS" if gate.passed else "BLOCK", gate.reason)
+        # a block is a WARNING here; the task's one ERROR line names every blocking gate
+        log.log(logging.INFO if gate.passed else logging.WARNING, "gate %s: %s - %s", gate.name,
+                "PASS" if gate.passed else "BLOCK", gate.reason)
     log.info("gate xray: PASS - %s (threshold %s, scan %s)", scan["counts"], scan["severity_threshold"], scan["scan_id"])
     registry.set_version_tags(uri, name, version, {
         "gate.decision": "promote" if decision.promote else "blocked",
@@ -92,6 +97,8 @@ def promote(
     # The evidence pack goes next to the model whatever the decision; `champion` moves only in commit_champion.
     record_evidence(run, scan, decision.to_dict(), store, run_dir=Path(run_dir), dag_id=dag_id, run_id=run_id)
     evidence_sha256 = sha256_file(Path(run_dir) / "evidence" / "manifest.json")
+    jfrog = record_jfrog_evidence(run, scan, decision.to_dict(), jfrog_evidence, evidence_sha256=evidence_sha256,
+                                  dag_id=dag_id, run_id=run_id) if jfrog_evidence is not None else None
     audit.record(uri, name, version, event="gate.decision", outcome="promote" if decision.promote else "blocked",
                  actor=actor or audit.Actor("scheduler", dag_id, run_id, "promote_model"),
                  reason=" | ".join(decision.reasons) or "every gate passed", evidence_sha256=evidence_sha256,
@@ -108,7 +115,26 @@ def promote(
     log.info("%s version %s passed every gate; set_champion moves '%s' after the release", name, version,
              registry.CHAMPION)
     return {"promote": True, "version": version, "previous_champion": previous, "decision": decision.to_dict(),
-            "evidence_sha256": evidence_sha256}
+            "evidence_sha256": evidence_sha256, "jfrog_evidence": jfrog}
+
+
+def record_jfrog_evidence(
+    run: Mapping[str, Any], scan: Mapping[str, Any], decision: Mapping[str, Any], target: EvidenceTarget, *,
+    evidence_sha256: str, dag_id: str, run_id: str,
+) -> dict[str, Any]:
+    """Attest this try's evidence pack as JFrog Evidence on the model file and tag its uri on the MLflow version.
+
+    JFrog Evidence is append-only: a retried promote rewrites the pack, so its record names that pack's manifest.
+    """
+    registered, published = run["registered"], run["published"]
+    folder = published["path"].lstrip("/").rsplit("/", 1)[0]
+    done = deploy_promotion_evidence(run, scan, decision, target, evidence_path=f"{published['repo']}/{folder}/evidence/",
+                                     manifest_sha256=evidence_sha256, dag_id=dag_id, run_id=run_id)
+    registry.set_version_tags(registered["tracking_uri"], registered["model_name"], registered["version"],
+                              {"jfrog.evidence.uri": done["uri"]})
+    log.info("JFrog Evidence %s on %s/%s, verified with trusted key %s", done["uri"], published["repo"],
+             published["path"].lstrip("/"), done["key_alias"])
+    return done
 
 
 def record_evidence(
