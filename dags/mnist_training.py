@@ -264,7 +264,9 @@ def mnist_training():
     def promote_model(scan: dict) -> dict:
         """Runs only after the Xray gate passed: model gates, evidence pack and lineage stamps; fails when blocked."""
         from jfrog_provider.hooks.artifactory import ArtifactoryHook
+        from jfrog_provider.hooks.evidence import EvidenceHook
 
+        from include.mlops.jfrog_evidence import evidence_target
         from include.mlops.promotion import promote
         from include.mlops.training_run import verify_published
 
@@ -277,7 +279,9 @@ def mnist_training():
             # What release_model copies is what was signed: the published files verify against the public key.
             verify_published(run, ArtifactoryHook(), _signing_key())
             promotion = promote(run, scan, ArtifactoryHook(), run_dir=_run_dir(), min_accuracy=params["min_accuracy"],
-                                max_regression=params["max_regression"], dag_id=dag_id, run_id=run_id, actor=_actor())
+                                max_regression=params["max_regression"], dag_id=dag_id, run_id=run_id, actor=_actor(),
+                                # JFrog Evidence when MLOPS_JFROG_EVIDENCE is on; the key is read only then
+                                jfrog_evidence=evidence_target(EvidenceHook, lambda: _signing_key(private=True)))
         return {**run, "scan": scan, "promotion": promotion}
 
     @task(outlets=[MNIST_CHAMPION], multiple_outputs=False)
