@@ -221,7 +221,8 @@ def mnist_training():
             champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir,
                                       public_key)
             evaluation = evaluate_against_champion(MNIST, run["trained"], run["dataset"]["data_dir"],
-                                                   params["max_test_samples"] or None, champion, public_key)
+                                                   params["max_test_samples"] or None, champion, public_key,
+                                                   digests=run["dataset"]["digests"])
         return {**run, "evaluation": evaluation}
 
     @task(multiple_outputs=True)  # publish_model reads single keys

@@ -28,7 +28,7 @@ class ModelSpec:
     # ({file: sha256}, source URL or path, {split: records}) -> the ML-BOM's datasets
     datasets: Callable[[Mapping[str, str], str, Mapping[str, int] | None], list[DatasetSpec]]
     # (weights, data dir, sample cap) -> {"accuracy", "loss", "num_samples", ...} on the held-out test set
-    evaluate: Callable[[Path, Path, int | None], dict[str, Any]]
+    evaluate: Callable[[Path, Path, int | None, Mapping[str, str] | None], dict[str, Any]]
     # weights -> the model's view of raw images (embeddings, predicted class, confidence), for drift features
     viewer: Callable[[Path], ModelViewer]
     # data dir -> {"data_dir", "digests": {file: sha256}, "counts": {split: records}, ...} after every check

@@ -58,22 +58,23 @@ def checked_training(trained: Mapping[str, Any], output: Path, signing_key: byte
 
 def evaluate_against_champion(
     spec: ModelSpec, trained: Mapping[str, Any], data_dir: Path | str, max_samples: int | None, champion: Any | None,
-    public_key: bytes,
+    public_key: bytes, digests: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The candidate's test metrics and, when there is a champion, the champion's on the very same images.
 
     Both load from private copies that verified against `public_key` (a shared run directory or a cache may
-    be written by others): the bytes scored are the bytes signed.
+    be written by others): the bytes scored are the bytes signed. The test files must have `digests` (what
+    validate_data checked), so data changed after validation is refused, not scored.
     """
     with verified_model(trained["model_dir"], trained["signature"]["path"], public_key) as candidate:
         if candidate.signature.files.get(Path(trained["model_path"]).name) != trained["sha256"]:
             raise GateFailure(f"{trained['model_dir']} verifies, but its weights are not the ones train_model wrote")
-        result = spec.evaluate(candidate.directory, Path(data_dir), max_samples)
+        result = spec.evaluate(candidate.directory, Path(data_dir), max_samples, digests)
     log.info("test accuracy %.4f on %d images, loss %.4f", result["accuracy"], result["num_samples"], result["loss"])
     compared = None
     if champion is not None:
         with verified_model(champion.model_dir, champion.signature, public_key) as verified:
-            baseline = spec.evaluate(verified.directory, Path(data_dir), max_samples)
+            baseline = spec.evaluate(verified.directory, Path(data_dir), max_samples, digests)
         compared = {"version": champion.version, "accuracy": baseline["accuracy"], "loss": baseline["loss"],
                     "num_samples": baseline["num_samples"], "sha256": champion.sha256}
         log.info("champion version %s on the same %d images: accuracy %.4f, loss %.4f; candidate - champion = %+.4f",

@@ -67,11 +67,12 @@ def datasets(digests: Mapping[str, str], source: str, counts: Mapping[str, int] 
     ]
 
 
-def evaluate(model_path: Path, data_dir: Path, max_samples: int | None = None) -> dict[str, Any]:
-    """Accuracy, loss and per-class accuracy of the model file on the verified test split."""
+def evaluate(model_path: Path, data_dir: Path, max_samples: int | None = None,
+             digests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Accuracy, loss and per-class accuracy on the test split, whose files must have `digests` when given."""
     from include.mnist.evaluate import evaluate_model
 
-    return evaluate_model(Path(model_path), Path(data_dir), max_samples=max_samples).to_dict()
+    return evaluate_model(Path(model_path), Path(data_dir), max_samples=max_samples, digests=digests).to_dict()
 
 
 def viewer(model_path: Path) -> ModelViewer:

@@ -217,9 +217,11 @@ def test_no_hostile_batch_is_loaded_crashes_or_hangs(hostile: dict[str, Path], t
 
 
 INGEST = """
-import json, resource, sys
+import json, sys
 from functools import partial
 from pathlib import Path
+sys.path.insert(0, str(Path(sys.argv[3])))
+from hostile_runner import _peak_rss_kib  # this image's own peak (VmHWM), not the spawning test process's
 from include.mlops.drift import load_batch
 from include.mlops.drift_store import DriftStore, ingest
 store = DriftStore(landing=Path(sys.argv[1]), root=Path(sys.argv[2]))
@@ -227,7 +229,7 @@ result = ingest(store, partial(load_batch, image_shape=(28, 28), num_classes=10)
 print(json.dumps({"claimed": [b.name for b in result.claimed], "pending": [b.name for b in result.pending],
                   "quarantined": {q.name: [q.path, q.reason] for q in result.quarantined},
                   "landing": sorted(p.name for p in Path(sys.argv[1]).iterdir()),
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss_bytes": _peak_rss_kib() * 1024}))
 """
 
 
@@ -236,7 +238,7 @@ def test_one_ingest_quarantines_every_hostile_batch_with_a_reason(hostile: dict[
     landing.mkdir()
     outside.mkdir()
     landed = corpus(landing, outside)
-    summary = run_python(["-c", INGEST, str(landing), str(tmp_path / "drift")])
+    summary = run_python(["-c", INGEST, str(landing), str(tmp_path / "drift"), str(RUNNER.parent)])
     assert summary["claimed"] == [] and summary["pending"] == []
     assert summary["landing"] == [], "every refused entry leaves the landing folder"
     assert sorted(summary["quarantined"]) == sorted(p.name for p in landed.values())
