@@ -146,12 +146,15 @@ def test_release_uses_oidc_and_the_projects_code() -> None:
     job = doc["jobs"]["release"]
     assert job["permissions"] == {"contents": "read", "id-token": "write"}
     text = RELEASE.read_text()
-    assert "secrets." not in text, "the release workflow must not read a long-lived token from secrets"
+    # No long-lived JFrog token: the one secret is the model-signing key, and only the publish step sees it.
+    assert set(re.findall(r"secrets\.(\w+)", text)) == {"MODEL_SIGNING_KEY"}, "a secret other than the signing key"
     setup = next(s for _, s in steps(doc) if str(s.get("uses", "")).startswith("jfrog/setup-jfrog-cli@"))
     assert setup["with"]["oidc-provider-name"]
     publish = next(s for _, s in steps(doc) if "deploy/jfrog_release.py" in s.get("run", ""))
     assert publish["env"]["JFROG_OIDC_TOKEN"] == f"${{{{ steps.{setup['id']}.outputs.oidc-token }}}}"
     assert "AIRFLOW_CONN_JFROG_DEFAULT" in publish["run"]
+    assert publish["env"]["MODEL_SIGNING_KEY"] == "${{ secrets.MODEL_SIGNING_KEY }}"
+    assert text.count("secrets.MODEL_SIGNING_KEY") == 1
     # No job caches anything: a release must not restore what another workflow wrote (cache poisoning).
     assert "actions/cache@" not in text and "cache:" not in text
 
@@ -211,6 +214,6 @@ def test_release_passes_arguments_the_script_accepts() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     args = module.parse_args(argv)
-    assert args.model == Path("<RUNNER_TEMP>/model/model.pt") and args.build_number == "<GITHUB_RUN_NUMBER>"
+    assert args.model == Path("<RUNNER_TEMP>/model/model.safetensors") and args.build_number == "<GITHUB_RUN_NUMBER>"
     train = next(s for _, s in steps(load(RELEASE)) if "include.mnist.container" in s.get("run", ""))
-    assert '--output "$RUNNER_TEMP/model/model.pt"' in train["run"]
+    assert '--output "$RUNNER_TEMP/model/model.safetensors"' in train["run"]
