@@ -325,7 +325,7 @@ def mnist_training():
         doc_md="Copy the gated model to the release repository (a rerun only re-stamps its properties). Link: the "
         "release copy in Artifactory.",
         source_path=promoted["artifactory_model_path"], target_repo=promoted["artifactory_release_repo"],
-        copy=True, properties=promoted["release_properties"])
+        copy=True, properties=promoted["release_properties"], companions=promoted["release_companions"])
     # Waits holding no worker slot; no answer in time fails it without a retry.
     approval = ChampionApprovalOperator(
         task_id="approve_champion", summary_task_id="promote_model",

@@ -170,6 +170,8 @@ def _register(
             "dataset.sha256": sorted(dataset["digests"].values()),
         },
         "release_properties": {"model.version": registered.version},
+        # the rest of the signed directory and its bundle travel with the weights to the release repository
+        "release_companions": [*sorted(set(signature.files) - {Path(trained["model_path"]).name}), SIGNATURE_FILE],
     }
 
 

@@ -55,9 +55,12 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert ArtifactoryHook().get_file_info("ml-models-release", published["path"].lstrip("/"))["checksums"][
         "sha256"
     ] == stored["checksums"]["sha256"]
+    folder = published["path"].lstrip("/").rsplit("/", 1)[0]
+    for companion in ("model.json", "model.sig"):  # the release copy can be verified on its own
+        assert ArtifactoryHook().get_file_info("ml-models-release", f"{folder}/{companion}")["checksums"]["sha256"] \
+            == ArtifactoryHook().get_file_info(published["repo"], f"{folder}/{companion}")["checksums"]["sha256"]
 
     # Evidence pack beside the model, and one AQL query from champion to its data and dependencies.
-    folder = published["path"].lstrip("/").rsplit("/", 1)[0]
     lineage_info = ArtifactoryHook().get_file_info(published["repo"], f"{folder}/evidence/lineage.json")
     assert lineage_info["checksums"]["sha256"]
     rows = ArtifactoryHook().search_aql(champion_query("ml-models-release"))

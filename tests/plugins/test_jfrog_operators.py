@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -130,6 +131,24 @@ def test_promote_copies_stamps_and_is_idempotent_on_retry(conn, jfrog_server, mo
     assert second["action"] == "already_promoted" and second["sha256"] == sha
     assert len(jfrog_server.requests_matching("POST", r"/api/copy/")) == 1
     assert ArtifactoryHook().get_item_properties(STAGING, "mnist/7/model.pt") == {}  # source untouched
+
+
+def test_promote_takes_companions_along_under_the_same_immutability_rule(conn, jfrog_server, model, tmp_path):
+    upload(model)
+    (tmp_path / "model.sig").write_bytes(b"bundle")
+    upload(tmp_path / "model.sig", target="mnist/7/model.sig")
+    first = promote(companions=["model.sig"]).execute({})
+    assert first["companions"] == {"model.sig": hashlib.sha256(b"bundle").hexdigest()}
+    assert ArtifactoryHook().get_file_info(RELEASE, "mnist/7/model.sig")["checksums"]["sha256"] == \
+        first["companions"]["model.sig"]
+    assert "release.status" not in ArtifactoryHook().get_item_properties(RELEASE, "mnist/7/model.sig")
+    assert promote(companions=["model.sig"]).execute({})["companions"] == first["companions"]  # a retry
+    (tmp_path / "model.sig").write_bytes(b"another bundle")
+    upload(tmp_path / "model.sig", target="mnist/7/model.sig")
+    with pytest.raises(AirflowFailException, match="released artifacts are immutable"):
+        promote(companions=["model.sig"]).execute({})
+    with pytest.raises(AirflowFailException, match="companions are file names"):
+        promote(companions=["../x"]).execute({})
 
 
 def test_promote_by_move_then_retry(conn, jfrog_server, model):

@@ -166,14 +166,17 @@ class ArtifactoryPromoteOperator(_ArtifactoryOperator):
     :param copy: True copies (the source stays), False moves.
     :param properties: extra properties stamped on the target, over ``release.status=released``,
         ``release.promoted_at`` and ``release.promoted_from`` (templated values).
+    :param companions: names of files beside source_path that travel with it, under the same immutability
+        rule (e.g. a model's config and signature); the stamp goes on the file itself (templated).
     :param jfrog_conn_id: Airflow connection of type ``jfrog``.
     """
 
     template_fields: Sequence[str] = ("source_repo", "source_path", "target_repo", "target_path", "properties",
-                                      "jfrog_conn_id")
+                                      "companions", "jfrog_conn_id")
 
     def __init__(self, *, source_repo: str, source_path: str, target_repo: str, target_path: str | None = None,
-                 copy: bool = True, properties: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+                 copy: bool = True, properties: Mapping[str, Any] | None = None, companions: Sequence[str] = (),
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         _require_repo("source_repo", source_repo)
         _require_str("source_path", source_path)
@@ -192,6 +195,7 @@ class ArtifactoryPromoteOperator(_ArtifactoryOperator):
         self.target_path = target_path
         self.copy = copy
         self.properties = properties
+        self.companions = companions
 
     def _sha256(self, repo: str, path: str) -> str | None:
         """sha256 of a file, None if there is no such item; a folder is bad input."""
@@ -209,6 +213,27 @@ class ArtifactoryPromoteOperator(_ArtifactoryOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         src_path = _full_path(self.source_path)
         dst_path = _full_path(self.target_path or self.source_path)
+        companions = {}
+        for name in self.companions or ():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise AirflowFailException(f"companions are file names beside {src_path}, got {name!r}")
+            companions[name] = self._promote(f"{src_path.rsplit('/', 1)[0]}/{name}",
+                                             f"{dst_path.rsplit('/', 1)[0]}/{name}")[1]
+        action, sha256 = self._promote(src_path, dst_path)
+        stamp = {"release.status": RELEASE_STATUS,
+                 "release.promoted_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                 "release.promoted_from": f"{self.source_repo}/{src_path}",
+                 **{str(k): v for k, v in (self.properties or {}).items()}}
+        self.hook.set_item_properties(self.target_repo, dst_path, stamp)
+        push_link_url(context, ARTIFACTORY_URL_KEY, self.hook.ui_url(self.target_repo, dst_path))
+        self.log.info("Promoted %s/%s to %s/%s (%s), sha256 %s", self.source_repo, src_path, self.target_repo,
+                      dst_path, action, sha256)
+        return {"repo": self.target_repo, "path": dst_path, "sha256": sha256, "source_repo": self.source_repo,
+                "source_path": src_path, "action": action, "uri": self.hook.artifact_url(self.target_repo, dst_path),
+                "companions": companions, "properties": {k: _as_values(v) for k, v in stamp.items()}}
+
+    def _promote(self, src_path: str, dst_path: str) -> tuple[str, str]:
+        """Copy or move one file unless the target already holds its bytes; (action, sha256)."""
         src_sha, dst_sha = self._sha256(self.source_repo, src_path), self._sha256(self.target_repo, dst_path)
         if dst_sha is not None and (src_sha is None or src_sha == dst_sha):
             if src_sha is None and self.copy:
@@ -229,18 +254,7 @@ class ArtifactoryPromoteOperator(_ArtifactoryOperator):
             op = self.hook.copy_item if self.copy else self.hook.move_item
             op(self.source_repo, src_path, self.target_repo, dst_path)
             action = "copied" if self.copy else "moved"
-        stamp = {"release.status": RELEASE_STATUS,
-                 "release.promoted_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-                 "release.promoted_from": f"{self.source_repo}/{src_path}",
-                 **{str(k): v for k, v in (self.properties or {}).items()}}
-        self.hook.set_item_properties(self.target_repo, dst_path, stamp)
-        sha256 = dst_sha or src_sha
-        push_link_url(context, ARTIFACTORY_URL_KEY, self.hook.ui_url(self.target_repo, dst_path))
-        self.log.info("Promoted %s/%s to %s/%s (%s), sha256 %s", self.source_repo, src_path, self.target_repo,
-                      dst_path, action, sha256)
-        return {"repo": self.target_repo, "path": dst_path, "sha256": sha256, "source_repo": self.source_repo,
-                "source_path": src_path, "action": action, "uri": self.hook.artifact_url(self.target_repo, dst_path),
-                "properties": {k: _as_values(v) for k, v in stamp.items()}}
+        return action, str(dst_sha or src_sha)
 
 
 def build_timestamp(when: dt.datetime) -> str:
