@@ -10,6 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # The same pins as requirements.txt (tests/deploy/test_compose.py checks that they match).
 RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
         torch==2.14.1 torchvision==0.29.1 numpy==2.4.6 \
+ && pip install --no-cache-dir safetensors==0.8.0 \
  && useradd --uid 50000 --gid 0 --create-home --home-dir /home/mlops mlops
 WORKDIR /opt/mlops
 COPY --chown=mlops:root include /opt/mlops/include

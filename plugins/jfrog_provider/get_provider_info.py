@@ -23,7 +23,8 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [{"integration-name": INTEGRATION, "external-doc-url": "https://jfrog.com/help/r/jfrog-rest-apis",
                           "tags": ["software"]}],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": [
-            "jfrog_provider.hooks.base", "jfrog_provider.hooks.artifactory", "jfrog_provider.hooks.xray"]}],
+            "jfrog_provider.hooks.base", "jfrog_provider.hooks.artifactory", "jfrog_provider.hooks.xray",
+            "jfrog_provider.hooks.evidence"]}],
         "operators": [{"integration-name": INTEGRATION, "python-modules": [
             "jfrog_provider.operators.artifactory", "jfrog_provider.operators.xray"]}],
         "sensors": [{"integration-name": INTEGRATION, "python-modules": ["jfrog_provider.sensors.artifactory"]}],
