@@ -1,4 +1,4 @@
-"""Upload benchmark: ArtifactoryHook.deploy_artifact vs `curl -T` on the local server (perf-baselines §7 U1-U3)."""
+"""Upload benchmark: ArtifactoryHook.deploy_artifact vs `curl -T` on the local server."""
 
 # Run from the repo root: `.venv/bin/python bench/bench_upload.py [--runs 3] [--small-runs 7]`.
 # The server runs in a subprocess so client and server do not share a GIL; both clients go through it.
