@@ -127,6 +127,7 @@ def mnist_drift():
         from mlops_links import mlflow_run_url, push_link
 
         from include.mlops.drift_run import measure_batch as measure
+        from include.mlops.registry import ensure_experiment
         from include.mnist.spec import MNIST
 
         ctx, store = get_current_context(), _store()
@@ -134,7 +135,10 @@ def mnist_drift():
         with store.measuring(batch["sha256"]):
             measured = measure(MNIST, batch, reference, settings=_settings(), store=store, artifacts=ArtifactoryHook(),
                                drift_share=ctx["params"]["drift_share"], run_id=ctx["run_id"], public_key=signing_key())
-        push_link(DriftReportLink, mlflow_run_url(_settings().mlflow_ui_url, measured["mlflow_run_id"],
+        settings = _settings()
+        # the experiment log_batch_run files each batch's run under (the artifact viewer's route needs its id)
+        experiment = ensure_experiment(settings.mlflow_tracking_uri, f"{MNIST.name}-drift", settings.mlflow_artifact_root)
+        push_link(DriftReportLink, mlflow_run_url(settings.mlflow_ui_url, measured["mlflow_run_id"], experiment,
                                                   f"evidently/{Path(measured['html_path']).name}"))
         return measured
 

@@ -104,7 +104,7 @@ def _push_mlflow_links(registered: dict, run: bool = True) -> None:
 
     ui = _settings().mlflow_ui_url
     if run:
-        push_link(MlflowRunLink, mlflow_run_url(ui, registered["run_id"]))
+        push_link(MlflowRunLink, mlflow_run_url(ui, registered["run_id"], registered["experiment_id"]))
     push_link(MlflowModelVersionLink, mlflow_model_version_url(ui, registered["model_name"], registered["version"]))
 
 

@@ -65,13 +65,16 @@ def push_link(link_class: type[_PushedUrlLink], url: str) -> None:
         get_current_context()["ti"].xcom_push(key=link_class().xcom_key, value=url)
 
 
-# MLflow UI routes (its single-page app's hash routes, the same for MLflow 2 and 3): #/runs/<run id> redirects to
-# the run inside its experiment; #/runs/<run id>/artifactPath/<path> opens that artifact in the viewer.
-def mlflow_run_url(ui_url: str, run_id: str, artifact_path: str = "") -> str:
-    """The MLflow UI page of a run (or of one of its artifacts); "" when no UI URL is configured."""
+# MLflow UI routes (hash routes of its single-page app): #/experiments/<id>/runs/<run id> is the run's page, with
+# /artifactPath/<path> the artifact viewer on that file (HTML reports render in it); #/runs/<run id> finds the
+# experiment itself but keeps no artifact path.
+def mlflow_run_url(ui_url: str, run_id: str, experiment_id: str = "", artifact_path: str = "") -> str:
+    """The MLflow UI page of a run, or of one of its artifacts (needs the experiment); "" without a UI URL."""
     if not ui_url or not run_id:
         return ""
-    url = f"{ui_url.rstrip('/')}/#/runs/{quote(run_id, safe='')}"
+    if not experiment_id:
+        return f"{ui_url.rstrip('/')}/#/runs/{quote(run_id, safe='')}"
+    url = f"{ui_url.rstrip('/')}/#/experiments/{quote(experiment_id, safe='')}/runs/{quote(run_id, safe='')}"
     return f"{url}/artifactPath/{quote(artifact_path)}" if artifact_path else url
 
 

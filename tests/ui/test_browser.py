@@ -169,8 +169,9 @@ def test_each_extra_link_of_the_training_run_opens_its_object(browser, page, sta
     [scan_url] = links["scan_model"].values()
     assert scan_url.startswith(f"{ui}/scans-list/graph/")
     run_id = mlflow_api(stack, "model-versions/get?name=mnist-cnn&version=1")["model_version"]["run_id"]
+    experiment = mlflow_api(stack, f"runs/get?run_id={run_id}")["run"]["info"]["experiment_id"]
     version_url = f"{stack.mlflow_url}/#/models/mnist-cnn/versions/1"
-    assert links["register_model"] == {"MLflow run": f"{stack.mlflow_url}/#/runs/{run_id}",
+    assert links["register_model"] == {"MLflow run": f"{stack.mlflow_url}/#/experiments/{experiment}/runs/{run_id}",
                                        "MLflow model version": version_url}
     assert links["set_champion"] == {"MLflow model version": version_url}
 
@@ -228,6 +229,7 @@ def test_a_drift_run_links_each_batch_to_its_evidently_report(browser, stack, tr
     assert measured["rendered_map_index"] == "day1_clean"
     links = extra_links(stack, "mnist_drift", run_id, "measure_batch", measured["map_index"])
     report = links["Evidently drift report"]
-    assert report.startswith(f"{stack.mlflow_url}/#/runs/") and report.endswith("/artifactPath/evidently/drift_report.html")
+    assert report.startswith(f"{stack.mlflow_url}/#/experiments/")
+    assert report.endswith("/artifactPath/evidently/drift_report.html")
     open_link(browser, report, {"username": "admin", "password": stack.mlflow_password}, ["drift_report.html"],
               "evidently-report")
