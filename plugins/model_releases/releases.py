@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -41,6 +42,17 @@ class Link:
 
 
 @dataclass
+class AuditEntry:
+    """One audit.* tag: when, what, the outcome, who and why (include/mlops/audit.py writes them as JSON)."""
+
+    at: str
+    event: str
+    outcome: str
+    by: str
+    reason: str
+
+
+@dataclass
 class Release:
     """One model version with everything the view shows about it."""
 
@@ -58,7 +70,7 @@ class Release:
     rescan: str = ""
     signature: dict[str, str] = field(default_factory=dict)
     links: list[Link] = field(default_factory=list)
-    audit: dict[str, str] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -125,8 +137,23 @@ def _release(version: Any, aliases: list[str], metrics: Mapping[str, float]) -> 
         decision=tags.get("gate.decision", "not gated"),
         rescan=_rescan(tags),
         signature={k.removeprefix("signature."): v for k, v in sorted(tags.items()) if k.startswith("signature.")},
-        audit={k.removeprefix("audit."): v for k, v in sorted(tags.items()) if k.startswith("audit.")},
+        audit=[_audit_entry(k.removeprefix("audit."), v) for k, v in sorted(tags.items()) if k.startswith("audit.")],
     )
+
+
+def _audit_entry(key: str, value: str) -> AuditEntry:
+    """An audit tag's JSON as a row; a tag that is not such JSON shows its key and raw value."""
+    try:
+        entry = json.loads(value)
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict):
+        return AuditEntry(at="", event=key, outcome="", by="", reason=value)
+    at = str(entry.get("at", ""))
+    with contextlib.suppress(ValueError):
+        at = datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return AuditEntry(at=at, event=str(entry.get("event", key)), outcome=str(entry.get("outcome", "")),
+                      by=str(entry.get("by", "")), reason=str(entry.get("reason", "")))
 
 
 def _rescan(tags: Mapping[str, str]) -> str:
