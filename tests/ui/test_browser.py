@@ -199,6 +199,10 @@ def test_model_releases_view_shows_the_champion(page, stack, training_run):
     view.get_by_text("Model releases: mnist-cnn").wait_for()
     row = view.locator("tr", has_text="v1").first
     assert "champion" in row.inner_text()
+    # the audit trail as rows: the champion move of v1, by the user who triggered the run, with its time
+    moved = view.locator("#audit tr", has_text="champion.set")
+    cells = [cell.strip() for cell in moved.locator("td").all_inner_texts()]
+    assert cells[0] == "v1" and cells[1].endswith("UTC") and cells[2:5] == ["champion.set", "champion", "admin"]
     shot(page, "model-releases")
 
 
