@@ -554,7 +554,7 @@ def train_model(
         versions = library_versions()
         emit(
             f"seed={config.seed} device={device} threads={torch.get_num_threads()} samples={num_samples} "
-            f"preset={recipe.name} architecture={recipe.architecture} amp={amp_dtype} cuda_graph={use_graph} "
+            f"preset={recipe.name} architecture={recipe.architecture} amp={amp_dtype} cuda_graph_used={use_graph} "
             f"deterministic={config.deterministic} steps/epoch={steps_per_epoch} versions={versions} "
             f"config={config.to_dict()}"
         )
