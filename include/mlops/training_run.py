@@ -16,7 +16,14 @@ from typing import Any, Protocol
 from include.mlops.gates import GateFailure
 from include.mlops.model_scan import assert_safe_model_file
 from include.mlops.model_spec import ModelSpec
-from include.mlops.signing import SIGNATURE_FILE, sign_model, verified_model
+from include.mlops.signing import (
+    SIGNATURE_FILE,
+    ModelSignatureError,
+    public_key_of,
+    sign_model,
+    verified_model,
+    verify_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,20 @@ def signature_path(model_path: Path | str) -> Path:
     return Path(model_path).parent.parent / SIGNATURE_FILE
 
 
+def _existing_signature(output: Path, signing_key: bytes) -> Any | None:
+    """The signature a retry or rerun already made over these very files with this key, else None.
+
+    Reused rather than made again: ECDSA signatures differ on every signing, so a fresh bundle over the same
+    (deterministically trained) weights would differ from the one already published and released.
+    """
+    if not signature_path(output).is_file():
+        return None
+    try:
+        return verify_model(Path(output).parent, signature_path(output), public_key_of(signing_key))
+    except ModelSignatureError:
+        return None
+
+
 def checked_training(trained: Mapping[str, Any], output: Path, signing_key: bytes) -> dict[str, Any]:
     """Scan the model file on this worker, then sign its directory; its sha256 must be training's.
 
@@ -45,7 +66,8 @@ def checked_training(trained: Mapping[str, Any], output: Path, signing_key: byte
     scan = assert_safe_model_file(output)
     if scan.sha256 != trained["sha256"]:
         raise GateFailure(f"{output} has sha256 {scan.sha256}, training reported {trained['sha256']}")
-    signature = sign_model(Path(output).parent, signature_path(output), signing_key)
+    signature = _existing_signature(output, signing_key) or sign_model(Path(output).parent, signature_path(output),
+                                                                        signing_key)
     if signature.files.get(Path(output).name) != scan.sha256:
         raise GateFailure(f"{output} changed between the scan ({scan.sha256}) and signing "
                           f"({signature.files.get(Path(output).name)})")
