@@ -12,11 +12,9 @@ Variable `mnist_require_approval`) says so. `set_champion` is the commit point: 
 `champion` last, so a crash at any earlier step leaves `champion` where it was and clearing the failed task
 reruns the rest without duplicates. Alias moves, gate decisions and approvals go to the version's audit trail.
 
-Each task returns the run summary so far (references only); a task after an operator reads it from the task
-before that operator, so the graph's edges are the order above. The steps live in `include/mlops`.
-
-Extra links (task → Links): the MLflow run and model version, the SBOM, the Xray scan, the evidence pack, the
-published model and its release copy in Artifactory.
+Each task returns the run summary so far (references only), so the graph's edges are the order above; the
+steps live in `include/mlops`, the task glue in `plugins/mlops_tasks.py`. Extra links (task → Links): the MLflow
+run and model version, the SBOM, the Xray scan, the evidence pack, the model and its release copy in Artifactory.
 
 **Quick trial run** (seconds, e.g. to try the pipeline): trigger with
 `{"max_train_samples": 10000, "max_test_samples": 2000, "min_accuracy": 0.9}`: about 0.94 test accuracy, so it
@@ -27,103 +25,23 @@ replacing a champion.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import mlops_tasks as step
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
-from jfrog_provider.links import ARTIFACTORY_URL_KEY, ArtifactoryLink, push_link_url
+from jfrog_provider.links import ArtifactoryLink
 from jfrog_provider.operators.artifactory import ArtifactoryPromoteOperator, ArtifactoryUploadOperator
 from jfrog_provider.operators.xray import XrayScanGateOperator
-from mlops_champion import ChampionApprovalOperator, audit_actor
-from mlops_links import MlflowModelVersionLink, MlflowRunLink, push_link, with_links
-from mlops_signing import signing_key as _signing_key
+from mlops_champion import ChampionApprovalOperator
+from mlops_links import MlflowModelVersionLink, MlflowRunLink, with_links
+from mlops_signing import signing_key
 
 from include.assets import MNIST_CHAMPION, MNIST_DRIFT, MNIST_TRAINING_DATA, MNIST_TRAINING_INPUT
 from include.security import SEVERITIES, load_xray_policy
 
 # Policy as data (include/security/xray_policy.json): the threshold's default and the CVE allowlist.
 XRAY_POLICY = load_xray_policy()
-log = logging.getLogger(__name__)
-
-
-def _context() -> tuple[dict, str, str]:
-    ctx = get_current_context()
-    return dict(ctx["params"]), ctx["dag"].dag_id, ctx["run_id"]
-
-
-def _settings():
-    from airflow.sdk import Variable
-
-    from include.settings import PipelineSettings
-
-    return PipelineSettings.from_env(data_dir=Variable.get("mnist_data_dir", default=None))
-
-
-def _run_dir() -> Path:
-    _, dag_id, run_id = _context()
-    return _settings().run_dir(dag_id, run_id)
-
-
-def _actor():
-    return audit_actor(get_current_context())
-
-
-def _summary(task_id: str) -> dict:
-    """The run summary `task_id` returned: it ran earlier in the chain, so reading it adds no edge to the graph."""
-    return get_current_context()["ti"].xcom_pull(task_ids=task_id)
-
-
-@contextmanager
-def _no_retry() -> Iterator[None]:
-    """A failed gate or consistency check fails the task at once: retrying cannot change the verdict."""
-    from include.mlops.gates import GateFailure
-
-    try:
-        yield
-    except GateFailure as exc:
-        # One ERROR line naming the gate and its figures; the chained GateFailure traceback would only repeat it.
-        log.error("%s", exc)
-        raise AirflowFailException(str(exc)) from None
-
-
-def _push_artifactory_link(repo_path: str) -> None:
-    """The task's "Artifactory" link: the UI page of `repo/path` (the JFrog connection's platform URL)."""
-    from jfrog_provider.hooks.artifactory import ArtifactoryHook
-
-    repo, _, path = repo_path.partition("/")
-    push_link_url(get_current_context(), ARTIFACTORY_URL_KEY, ArtifactoryHook().ui_url(repo, path))
-
-
-def _push_mlflow_links(registered: dict, run: bool = True) -> None:
-    """The task's MLflow links: the run (when `run`) and the model version, in the MLflow UI."""
-    from mlops_links import mlflow_model_version_url, mlflow_run_url
-
-    ui = _settings().mlflow_ui_url
-    if run:
-        push_link(MlflowRunLink, mlflow_run_url(ui, registered["run_id"], registered["experiment_id"]))
-    push_link(MlflowModelVersionLink, mlflow_model_version_url(ui, registered["model_name"], registered["version"]))
-
-
-def _trainer(params: dict) -> Callable[..., dict]:
-    """The training backend: a Kubernetes pod or the training image through Docker when asked, else this process."""
-    from functools import partial
-
-    from airflow.sdk import Variable
-    from mnist_training_container import ContainerTraining
-    from mnist_training_kubernetes import KubernetesTraining
-
-    from include.mnist.train import train_in_process
-
-    variable = partial(Variable.get, default=None)
-    pod, container = KubernetesTraining.resolve(params, variable), ContainerTraining.resolve(params, variable)
-    if pod is not None and container is not None:
-        raise AirflowFailException("train_on_kubernetes and train_in_container are both on: choose one backend")
-    backend = pod or container
-    return partial(backend.train, get_current_context()) if backend is not None else train_in_process
 
 
 @dag(
@@ -186,9 +104,9 @@ def mnist_training():
         ctx = get_current_context()
         # Several data events queued before this run started: the newest version is the one to train on.
         event = max(ctx["triggering_asset_events"].get(MNIST_TRAINING_DATA, []), key=lambda e: e.timestamp, default=None)
-        with _no_retry():
-            dataset = prepare_dataset(event.extra if event else None, bundled_dir=_settings().data_dir,
-                                      directory=_run_dir() / "data", download=ArtifactoryHook().download_artifact,
+        with step.no_retry():
+            dataset = prepare_dataset(event.extra if event else None, bundled_dir=step.settings().data_dir,
+                                      directory=step.run_dir() / "data", download=ArtifactoryHook().download_artifact,
                                       validate=MNIST.validate_data)
         print(f"validated data version {dataset['data_version']} in {dataset['data_dir']}: {dataset['counts']}")
         ctx["outlet_events"][MNIST_TRAINING_INPUT].extra = {"data_version": dataset["data_version"]}
@@ -200,13 +118,13 @@ def mnist_training():
         from include.mlops.training_run import checked_training
         from include.mnist.train import TrainConfig
 
-        params, _, _ = _context()
-        output, dataset = _run_dir() / "model" / "model.safetensors", run["dataset"]
+        params, _, _ = step.context()
+        output, dataset = step.run_dir() / "model" / "model.safetensors", run["dataset"]
         config = TrainConfig.from_params(params).to_dict()
-        trained = _trainer(params)(config=config, data_dir=Path(dataset["data_dir"]), output=output,
+        trained = step.trainer(params)(config=config, data_dir=Path(dataset["data_dir"]), output=output,
                                    digests=dataset["digests"])
-        with _no_retry():
-            return {**run, "trained": checked_training(trained, output, _signing_key(private=True))}
+        with step.no_retry():
+            return {**run, "trained": checked_training(trained, output, signing_key(private=True))}
 
     @task(multiple_outputs=False)
     def evaluate_model(run: dict) -> dict:
@@ -215,9 +133,9 @@ def mnist_training():
         from include.mlops.training_run import evaluate_against_champion
         from include.mnist.spec import MNIST
 
-        params, settings = _context()[0], _settings()
-        public_key = _signing_key()
-        with _no_retry():  # a signature that does not verify will not verify on a retry either
+        params, settings = step.context()[0], step.settings()
+        public_key = signing_key()
+        with step.no_retry():  # a signature that does not verify will not verify on a retry either
             champion = champion_model(settings.mlflow_tracking_uri, settings.model_name, settings.champions_dir,
                                       public_key)
             evaluation = evaluate_against_champion(MNIST, run["trained"], run["dataset"]["data_dir"],
@@ -236,12 +154,12 @@ def mnist_training():
         from include.mnist.spec import MNIST
         from include.settings import REPO_ROOT
 
-        _, dag_id, run_id = _context()
-        with _no_retry():
-            registered = register(MNIST, run, settings=_settings(), dag_id=dag_id, run_id=run_id,
-                                  code_version=code_version(REPO_ROOT), public_key=_signing_key())
-        _push_mlflow_links(registered["registered"])
-        record_challenger(registered["registered"], actor=_actor(), store=ArtifactoryHook(),
+        _, dag_id, run_id = step.context()
+        with step.no_retry():
+            registered = register(MNIST, run, settings=step.settings(), dag_id=dag_id, run_id=run_id,
+                                  code_version=code_version(REPO_ROOT), public_key=signing_key())
+        step.push_mlflow_links(registered["registered"])
+        record_challenger(registered["registered"], actor=step.actor(), store=ArtifactoryHook(),
                           repo=registered["artifactory_repo"])
         return {**run, **registered}
 
@@ -253,11 +171,11 @@ def mnist_training():
         from include.mlops.training_run import generate_boms
         from include.mnist.spec import MNIST
 
-        run, settings = {**_summary("register_model"), "published": published}, _settings()
-        with _no_retry():
+        run, settings = {**step.summary("register_model"), "published": published}, step.settings()
+        with step.no_retry():
             sbom = generate_boms(MNIST, run, published, ArtifactoryHook(), sbom_tool=settings.sbom_tool,
-                                 run_dir=_run_dir(), pipeline=_context()[1], public_key=_signing_key())
-        _push_artifactory_link(sbom["artifactory_path"])
+                                 run_dir=step.run_dir(), pipeline=step.context()[1], public_key=signing_key())
+        step.push_artifactory_link(sbom["artifactory_path"])
         model_ref = f"{published['repo']}/{published['path'].lstrip('/')}"
         return {**run, "sbom": sbom, "sbom_path": sbom["path"], "model_ref": model_ref}
 
@@ -271,18 +189,18 @@ def mnist_training():
         from include.mlops.promotion import promote
         from include.mlops.training_run import verify_published
 
-        params, dag_id, run_id = _context()
-        run = _summary("generate_sbom")
+        params, dag_id, run_id = step.context()
+        run = step.summary("generate_sbom")
         # The evidence pack goes beside the model whatever the gates decide, so a blocked run links it too.
         model_folder = run["published"]["path"].strip("/").rpartition("/")[0]
-        _push_artifactory_link(f"{run['published']['repo']}/{model_folder}/evidence")
-        with _no_retry():
+        step.push_artifactory_link(f"{run['published']['repo']}/{model_folder}/evidence")
+        with step.no_retry():
             # What release_model copies is what was signed: the published files verify against the public key.
-            verify_published(run, ArtifactoryHook(), _signing_key())
-            promotion = promote(run, scan, ArtifactoryHook(), run_dir=_run_dir(), min_accuracy=params["min_accuracy"],
-                                max_regression=params["max_regression"], dag_id=dag_id, run_id=run_id, actor=_actor(),
+            verify_published(run, ArtifactoryHook(), signing_key())
+            promotion = promote(run, scan, ArtifactoryHook(), run_dir=step.run_dir(), min_accuracy=params["min_accuracy"],
+                                max_regression=params["max_regression"], dag_id=dag_id, run_id=run_id, actor=step.actor(),
                                 # JFrog Evidence when MLOPS_JFROG_EVIDENCE is on; the key is read only then
-                                jfrog_evidence=evidence_target(EvidenceHook, lambda: _signing_key(private=True)))
+                                jfrog_evidence=evidence_target(EvidenceHook, lambda: signing_key(private=True)))
         return {**run, "scan": scan, "promotion": promotion}
 
     @task(outlets=[MNIST_CHAMPION], multiple_outputs=False)
@@ -292,10 +210,10 @@ def mnist_training():
 
         from include.mlops.promotion import commit_champion
 
-        with _no_retry():
-            committed = commit_champion(_summary("promote_model"), _summary("release_model"), ArtifactoryHook(),
-                                        actor=_actor(), approval=approval)
-        _push_mlflow_links(_summary("register_model")["registered"], run=False)
+        with step.no_retry():
+            committed = commit_champion(step.summary("promote_model"), step.summary("release_model"), ArtifactoryHook(),
+                                        actor=step.actor(), approval=approval)
+        step.push_mlflow_links(step.summary("register_model")["registered"], run=False)
         event = {key: committed[key] for key in ("model_name", "version", "sha256")}
         get_current_context()["outlet_events"][MNIST_CHAMPION].extra = event
         return committed

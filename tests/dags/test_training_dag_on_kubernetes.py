@@ -31,11 +31,14 @@ def _params(module, **overrides) -> dict:
 
 
 def _backend(module, monkeypatch, params: dict, variables: dict | None = None):
-    # _trainer reads the task's context and Variables; outside a task run, supply both.
-    monkeypatch.setattr(module, "get_current_context", lambda: {"params": params})
+    import mlops_tasks
+
+    # The DAG's train_model picks its backend with mlops_tasks.trainer, which reads the task's context and
+    # Variables; outside a task run, supply both.
+    monkeypatch.setattr(mlops_tasks, "get_current_context", lambda: {"params": params})
     for key, value in (variables or {}).items():
         monkeypatch.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
-    return module._trainer(params)
+    return module.step.trainer(params)
 
 
 def test_train_on_kubernetes_builds_a_valid_locked_down_pod(training_module, monkeypatch):
