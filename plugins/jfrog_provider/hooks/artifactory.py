@@ -589,14 +589,3 @@ class ArtifactoryHook(JFrogHook):
     def ui_url(self, repo: str, path: str) -> str:
         """Artifactory UI tree URL of an artifact."""
         return f"{self.config.platform_url}/ui/repos/tree/General/{quote(repo, safe='')}/{quote(path.strip('/'))}"
-
-    def _json(self, resp: requests.Response, url_path: str) -> dict[str, Any]:
-        try:
-            body = resp.json()
-        except ValueError as exc:
-            raise JFrogApiError(resp.status_code, f"expected JSON, got {self._excerpt(resp.text, 200)!r}",
-                                method=resp.request.method, url_path=url_path) from exc
-        if not isinstance(body, dict):
-            raise JFrogApiError(resp.status_code, "expected a JSON object", method=resp.request.method,
-                                url_path=url_path)
-        return body

@@ -464,6 +464,18 @@ class JFrogHook(BaseHook):
         """`text` without any form of the credential, even if a server echoed it back."""
         return self._scrubber.text(text)
 
+    def _json(self, resp: requests.Response, url_path: str) -> dict[str, Any]:
+        """The JSON object a JFrog answer carries; JFrogApiError naming the call when it is not one."""
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise JFrogApiError(resp.status_code, f"expected JSON, got {self._excerpt(resp.text, 200)!r}",
+                                method=resp.request.method, url_path=url_path) from exc
+        if not isinstance(body, dict):
+            raise JFrogApiError(resp.status_code, "expected a JSON object", method=resp.request.method,
+                                url_path=url_path)
+        return body
+
     def _excerpt(self, text: str, limit: int) -> str:
         """At most `limit` characters of server text for a message, scrubbed before the cut."""
         return self._scrubber.excerpt(text, limit)

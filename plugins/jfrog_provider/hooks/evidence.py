@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
-
 from jfrog_provider.exceptions import JFrogApiError
 from jfrog_provider.hooks.artifactory import quote_repo_path
 from jfrog_provider.hooks.base import JFrogHook
@@ -43,7 +41,7 @@ class EvidenceHook(JFrogHook):
             url_path += "?" + urlencode({"providerId": provider_id})
         resp = self._request("POST", url_path, service="evidence", data=json.dumps(dict(envelope)).encode(),
                              headers={"Content-Type": "application/json"})
-        return self._object(resp, url_path)
+        return self._json(resp, url_path)
 
     def search_evidence(self, repo: str, path: str | None = None, *, sha256: str | None = None) -> list[dict[str, Any]]:
         """Evidence whose subject is the file `repo/path` (and has `sha256`, when given), oldest first.
@@ -55,7 +53,7 @@ class EvidenceHook(JFrogHook):
         """
         query = {"repository_key": repo, **({"sha256": sha256.lower()} if sha256 else {})}
         url_path = f"{SEARCH_PATH}?{urlencode(query)}"
-        body = self._object(self._request("GET", url_path, service="evidence"), url_path)
+        body = self._json(self._request("GET", url_path, service="evidence"), url_path)
         records = body.get("evidence")
         if not isinstance(records, list):
             raise JFrogApiError(200, "Search Evidence answer has no evidence list", method="GET", url_path=url_path)
@@ -71,7 +69,7 @@ class EvidenceHook(JFrogHook):
         """
         repo, _, path = uri.strip("/").partition("/")
         url_path = quote_repo_path(repo, path)
-        return self._object(self._request("GET", url_path), url_path)
+        return self._json(self._request("GET", url_path), url_path)
 
     def upload_trusted_key(self, alias: str, public_key_pem: str | bytes) -> dict[str, Any]:
         """Register a public key under `alias` as a trusted key, which JFrog verifies evidence signed by `alias` with."""
@@ -82,20 +80,9 @@ class EvidenceHook(JFrogHook):
             # refuse before sending: a private key must never leave the worker
             raise ValueError("upload_trusted_key takes a public key; a private key was given")
         resp = self._request("POST", TRUSTED_KEYS_PATH, json={"alias": alias, "key": key})
-        return self._object(resp, TRUSTED_KEYS_PATH) if resp.content else {"alias": alias}
+        return self._json(resp, TRUSTED_KEYS_PATH) if resp.content else {"alias": alias}
 
     def get_trusted_keys(self) -> list[dict[str, Any]]:
         """The trusted keys (alias, kid, fingerprint, type), without key material."""
-        keys = self._object(self._request("GET", TRUSTED_KEYS_PATH), TRUSTED_KEYS_PATH).get("keys")
+        keys = self._json(self._request("GET", TRUSTED_KEYS_PATH), TRUSTED_KEYS_PATH).get("keys")
         return [k for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
-
-    def _object(self, resp: requests.Response, url_path: str) -> dict[str, Any]:
-        try:
-            body = resp.json()
-        except ValueError as exc:
-            raise JFrogApiError(resp.status_code, f"expected JSON, got {self._excerpt(resp.text, 200)!r}",
-                                method=resp.request.method, url_path=url_path) from exc
-        if not isinstance(body, dict):
-            raise JFrogApiError(resp.status_code, "expected a JSON object", method=resp.request.method,
-                                url_path=url_path)
-        return body
