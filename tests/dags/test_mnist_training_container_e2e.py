@@ -11,19 +11,9 @@ from pathlib import Path
 
 import pytest
 from docker_engine_stub import DockerEngineStub, image_from_dockerfile
+from support.dag_runs import xcom as _xcom
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _xcom(dag_run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalar(
-            XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key="return_value")
-        )
-    return XComModel.deserialize_value(row)
 
 
 @pytest.mark.e2e

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.dag_runs import xcom as _xcom
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_RUN = {"max_train_samples": 4000, "max_test_samples": 1000, "min_accuracy": 0.5, "epochs": 2}
@@ -116,12 +117,3 @@ def test_training_dag_promotes_then_blocks_on_critical_cve(airflow_db, mlops_hom
     assert run.data.tags["data.version"] == "bundled"
 
 
-def _xcom(dag_run, task_id: str, key: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalar(
-            XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
-        )
-    return XComModel.deserialize_value(row)

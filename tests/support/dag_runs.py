@@ -51,3 +51,14 @@ def signing_connection(monkeypatch) -> None:
     private, public = generate_key_pair()
     monkeypatch.setenv("AIRFLOW_CONN_MNIST_MODEL_SIGNING", json.dumps(
         {"conn_type": "generic", "password": private.decode(), "extra": {"public_key": public.decode()}}))
+
+
+def xcom(dag_run, task_id: str, key: str = "return_value"):
+    """The value a task of a finished run pushed under `key`, read from the metadata database."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalar(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
+                                                key=key))
+    return XComModel.deserialize_value(row)
