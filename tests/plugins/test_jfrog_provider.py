@@ -79,6 +79,8 @@ def test_providers_manager_discovers_the_jfrog_connection_type():
 
     pm = ProvidersManager()
     assert "mnist-mlops-airflow" in pm.providers, f"installed but not discovered; reinstall with `{INSTALL}`"
+    # The Providers page's link: a page that exists (JFrog's REST documentation), not a guessed Airflow docs URL.
+    assert pm.providers["mnist-mlops-airflow"].data["documentation-url"] == "https://jfrog.com/help/r/jfrog-rest-apis"
     hook = pm.hooks["jfrog"]
     assert hook is not None and hook.hook_class_name == "jfrog_provider.hooks.base.JFrogHook"
     assert hook.connection_id_attribute_name == "jfrog_conn_id" and hook.package_name == "mnist-mlops-airflow"
