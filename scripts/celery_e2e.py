@@ -43,7 +43,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "mnist_training"
 QUICK_CONF = {"max_train_samples": 4000, "max_test_samples": 1000, "epochs": 2, "min_accuracy": 0.5}
-KILL_CONF = QUICK_CONF  # train_model takes about 15 s here: a window wide enough to kill it
+# train_model must still be training when the worker is killed, 3 s after it is seen running: 160k images take
+# about 15 s on a quiet 2-core machine (the quick run's 8k, about 1 s, finished before the kill).
+KILL_CONF = {**QUICK_CONF, "max_train_samples": 20000, "epochs": 8}
 # The lost task is noticed after this many seconds without a heartbeat (Airflow's default is 300).
 HEARTBEAT_TIMEOUT = 20
 WORKLOAD_RE = re.compile(r"Executing workload in Celery: .*?task_id='(?P<task>[^']+)'.*?run_id='(?P<run>[^']+)'"
