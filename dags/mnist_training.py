@@ -235,6 +235,7 @@ def mnist_training():
         fail_on_fail_build_violations=XRAY_POLICY["fail_on_fail_build_violations"],
         artifact_paths=[sbom["model_ref"]],  # also wait for Xray to index the published model and judge it
         deferrable=True,  # polls on the triggerer, holding no worker slot while Xray scans
+        defer_after=5.0,  # a scan done within 5 s is judged at once, saving the triggerer round trip (~7 s)
     )
     promoted = with_links(promote_model(scan.output), ArtifactoryLink())
     # Copy the gated file to the release repo (idempotent: a rerun re-stamps only); set_champion stamps the alias.

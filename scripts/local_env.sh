@@ -4,7 +4,9 @@
 # Everything under .local is this user's alone: logs (the LocalExecutor copies task output there), secrets, state.
 umask 077
 export AIRFLOW_HOME="$MLOPS_HOME/airflow"
-export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+# Airflow's LocalExecutor, with torch and mlflow imported before it forks its workers: each task process is a
+# fork of a worker, so a training run's tasks do not import them one by one (plugins/mlops_executor.py).
+export AIRFLOW__CORE__EXECUTOR=mlops_executor.PreloadingLocalExecutor
 export AIRFLOW__CORE__PARALLELISM=4
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5

@@ -21,6 +21,9 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "1"
 # Tests never read the developer's local pipeline state.
 os.environ["MLOPS_HOME"] = tempfile.mkdtemp(prefix="mlops-home-")
+# Training picks its thread count from the CPUs other processes leave idle, and the bytes it writes depend on that
+# count: tests that compare two trainings' bytes pin it (tests/include/mlops/test_cpu_threads.py covers the choice).
+os.environ.setdefault("MLOPS_TRAIN_THREADS", str(min(2, len(os.sched_getaffinity(0)))))
 
 pytest_plugins = ["devtools.jfrog_compat.pytest_fixtures"]
 

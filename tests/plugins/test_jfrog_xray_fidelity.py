@@ -7,6 +7,7 @@ answers "not indexed" until indexing ends) and checks the gate never passes on i
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
@@ -113,3 +114,33 @@ def test_gate_never_passes_on_not_yet_indexed(conn, jfrog_server, model, deferra
                               poll_interval=0.02, timeout=0.3, deferrable=deferrable)
     with pytest.raises(XrayScanTimeoutError if deferrable else XraySummaryError, match="not indexed"):
         run_deferred(op) if deferrable else op.execute({})
+
+
+def test_a_scan_done_within_defer_after_is_judged_without_deferring(conn, jfrog_server, model):
+    jfrog_server.scan_polls_before_done, jfrog_server.summary_polls_before_indexed = 2, 2
+    jfrog_server.plant_vulnerabilities([finding("Critical", sha256=model.sha256)])
+    op = gate(deferrable=True, defer_after=5.0, artifact_paths=[f"{REPO}/m/1/model.pt"])
+    with pytest.raises(XrayPolicyViolation, match="CVE-2099-0007"):  # the summary's finding still blocks
+        op.execute({})
+    assert len(jfrog_server.requests_matching("GET", r"/scan/graph/")) == 3  # 202, 202, then the result
+    jfrog_server.plant_vulnerabilities([])
+    assert gate(deferrable=True, defer_after=5.0, artifact_paths=[f"{REPO}/m/1/model.pt"]).execute({})["passed"]
+
+
+@pytest.mark.parametrize("slow", ["scan_polls_before_done", "summary_polls_before_indexed"])
+def test_a_scan_not_done_within_defer_after_defers_with_what_is_left_of_the_timeout(conn, jfrog_server, model, slow):
+    setattr(jfrog_server, slow, 10**6)
+    op = gate(deferrable=True, defer_after=0.2, artifact_paths=[f"{REPO}/m/1/model.pt"])
+    start = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({})
+    assert 0.2 <= time.time() - start < 2
+    trigger = deferred.value.trigger
+    assert trigger.artifact_paths == [f"{REPO}/m/1/model.pt"]
+    assert start + 5 - 0.2 <= trigger.deadline <= time.time() + 5 - 0.2  # the window counts against the timeout
+
+
+@pytest.mark.parametrize("defer_after", [-1, 6])
+def test_defer_after_must_lie_within_the_timeout(defer_after):
+    with pytest.raises(ValueError, match="defer_after"):
+        gate(deferrable=True, defer_after=defer_after)

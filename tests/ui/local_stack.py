@@ -57,6 +57,7 @@ class LocalStack:
     jfrog_port: int = field(default_factory=free_port)
     mlflow_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # on top of scripts/local_env.sh's, for every service
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -84,7 +85,7 @@ class LocalStack:
 
     def start(self, timeout: float = 240) -> LocalStack:
         self.env = {**local_env(self.home, self.airflow_port, self.jfrog_port),
-                    "MLFLOW_PORT": str(self.mlflow_port), "MLOPS_MLFLOW_UI_URL": self.mlflow_url}
+                    "MLFLOW_PORT": str(self.mlflow_port), "MLOPS_MLFLOW_UI_URL": self.mlflow_url, **self.extra_env}
         (self.home / "mlflow").mkdir(parents=True, exist_ok=True)
         for name in ("ui_admin_password", "flask_secret"):
             path = self.home / "mlflow" / name
@@ -121,12 +122,12 @@ class LocalStack:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())["access_token"]
 
-    def api(self, path: str, method: str = "GET", body: dict | None = None) -> dict:
-        """Airflow's REST API as admin; raises on an error status."""
+    def api(self, path: str, method: str = "GET", body: dict | None = None, token: str | None = None) -> dict:
+        """Airflow's REST API as admin (a fresh token unless given); raises on an error status."""
         request = urllib.request.Request(
             f"{self.airflow_url}/api/v2/{path.lstrip('/')}", method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"})
+            headers={"Authorization": f"Bearer {token or self.token()}", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"{}")
 

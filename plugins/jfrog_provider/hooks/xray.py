@@ -126,6 +126,11 @@ class XrayHook(JFrogHook):
                                        method="POST", url_path=SUMMARY_PATH)
             self._sleep(min(poll_interval, remaining))
 
+    def indexed_summary(self, paths: Sequence[str]) -> ArtifactSummary | None:
+        """The artifact summary once Xray has indexed every path; None while some are not indexed yet."""
+        _, summary = self._post_summary(paths, None, "default")
+        return summary if _all_indexed(summary, len(paths)) else None
+
     def _post_summary(self, paths: Sequence[str] | None, checksums: Sequence[str] | None,
                       artifactory_id: str | None) -> tuple[dict[str, Any], ArtifactSummary]:
         # a summary only reads: safe to resend

@@ -72,6 +72,9 @@ class XrayScanGateOperator(BaseOperator):
     :param poll_interval: seconds between polls.
     :param timeout: seconds to wait for the scan (and the indexing) before failing.
     :param deferrable: wait in the triggerer instead of a worker slot (``[operators] default_deferrable``).
+    :param defer_after: with ``deferrable``, seconds to poll in the worker before deferring: a scan that is done
+        by then is judged at once, without the round trip through the triggerer and a second task start
+        (0: defer at once).
     :param jfrog_conn_id: Airflow connection of type ``jfrog``.
     """
 
@@ -86,7 +89,7 @@ class XrayScanGateOperator(BaseOperator):
                  allowlist: Sequence[Mapping[str, Any]] | None = None, fail_on_fail_build_violations: bool = True,
                  poll_interval: float = 5.0, timeout: float = 600.0,
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-                 jfrog_conn_id: str = "jfrog_default", **kwargs: Any) -> None:
+                 defer_after: float = 0.0, jfrog_conn_id: str = "jfrog_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if (component_ids is None) == (sbom_path is None):
             raise ValueError("give exactly one of component_ids or sbom_path")
@@ -100,6 +103,8 @@ class XrayScanGateOperator(BaseOperator):
             check_severity(severity_threshold)
         if poll_interval <= 0 or timeout <= 0:
             raise ValueError(f"poll_interval and timeout must be positive, got {poll_interval}, {timeout}")
+        if not 0 <= defer_after <= timeout:
+            raise ValueError(f"defer_after must be between 0 and timeout ({timeout}), got {defer_after}")
         parse_allowlist(allowlist)  # malformed entries fail at parse time
         self.component_ids = component_ids
         self.sbom_path = sbom_path
@@ -113,6 +118,7 @@ class XrayScanGateOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.deferrable = deferrable
+        self.defer_after = defer_after
         self.jfrog_conn_id = jfrog_conn_id
 
     @cached_property
@@ -167,14 +173,39 @@ class XrayScanGateOperator(BaseOperator):
                 paths, poll_interval=self.poll_interval, timeout=max(deadline - time.monotonic(), 0.0)
             ) if paths else None
             return self._judge(context, result, summary)
+        done = self._done_within(scan_id, paths, self.defer_after) if self.defer_after else None
+        if done is not None:
+            return self._judge(context, *done)
         from jfrog_provider.triggers.xray import XrayScanTrigger
 
+        self.log.info("Xray scan %s not done after %.1fs: deferring to the triggerer", scan_id, self.defer_after)
         self.defer(trigger=XrayScanTrigger(scan_id=scan_id, jfrog_conn_id=self.jfrog_conn_id,
                                            poll_interval=self.poll_interval, timeout=self.timeout,
+                                           deadline=time.time() + self.timeout - self.defer_after,
                                            artifact_paths=paths),
                    method_name="execute_complete",
                    # backstop only: the trigger's own timeout event fires first and names what it waited for
                    timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poll_interval)))
+
+    def _done_within(self, scan_id: str, paths: list[str],
+                     seconds: float) -> tuple[GraphScanResult, ArtifactSummary | None] | None:
+        """The finished scan (and indexed summary) if Xray has both within `seconds`, else None."""
+        deadline = time.monotonic() + seconds
+        delay = min(0.25, self.poll_interval)  # small graph scans finish in a second or two
+        result = summary = None
+        while True:
+            if result is None:
+                body = self.hook.get_graph_scan_result(scan_id)
+                result = final_graph_result(body) if body is not None else None
+            if result is not None and paths:
+                summary = self.hook.indexed_summary(paths)
+            if result is not None and (summary is not None or not paths):
+                return result, summary
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, self.poll_interval)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Judge the result the trigger delivered; a timeout or error event fails the task (fail closed)."""

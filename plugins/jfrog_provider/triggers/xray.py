@@ -66,6 +66,8 @@ class XrayScanTrigger(BaseTrigger):
 
     async def _poll(self, probe: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
         """The probe's first answer, or None once the deadline has passed."""
+        # Small graph scans and indexing finish within seconds: start at 0.5 s, double up to poll_interval.
+        delay = min(0.5, self.poll_interval)
         while True:
             answer = await probe()
             if answer is not None:
@@ -73,7 +75,8 @@ class XrayScanTrigger(BaseTrigger):
             remaining = self.deadline - time.time()
             if remaining <= 0:
                 return None
-            await asyncio.sleep(min(self.poll_interval, remaining))
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(2 * delay, self.poll_interval)
 
     def _timeout(self, what: str) -> dict[str, Any]:
         return {"status": "timeout", "message": f"{what} after {self.timeout:.0f}s"}

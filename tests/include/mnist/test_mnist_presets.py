@@ -19,8 +19,10 @@ from include.mnist.model import (
     FAST_ARCHITECTURE,
     QUALITY_ARCHITECTURE,
     BnCNN,
+    NARROW_ARCHITECTURE,
     MnistCNN,
     NarrowCNN,
+    StridedCNN,
     build_model,
     count_parameters,
     normalize,
@@ -162,7 +164,7 @@ def test_cpu_fallback_records_how_it_ran(
     assert json.loads(json.dumps(result.to_dict()))["preset"] == "fast"
     state = load_file(tmp_path / "m" / "model.safetensors")
     assert json.loads((tmp_path / "m" / "model.json").read_text())["architecture"] == FAST_ARCHITECTURE
-    assert result.architecture == FAST_ARCHITECTURE and set(state) == set(NarrowCNN().state_dict())
+    assert result.architecture == FAST_ARCHITECTURE and set(state) == set(StridedCNN().state_dict())
     with pytest.raises(ValueError, match="CUDA is not available"):
         train_model(TrainConfig(device="cuda", max_train_samples=64), data_dir, tmp_path / "x" / "model.safetensors")
 
@@ -202,11 +204,18 @@ def test_load_model_rejects_unknown_or_mismatched_architecture(tmp_path: Path) -
 
 
 def test_each_architecture_round_trips_through_its_config(tmp_path: Path) -> None:
-    # fast99 (the original widths) and the narrow nightly network are told apart by model.json, not by sniffing.
-    for architecture, cls in ((ARCHITECTURE, MnistCNN), (FAST_ARCHITECTURE, NarrowCNN)):
+    # fast99, the former narrow nightly network and the strided one are told apart by model.json, not by sniffing:
+    # fast99 and the strided network even have the same tensor names and shapes.
+    for architecture, cls in ((ARCHITECTURE, MnistCNN), (NARROW_ARCHITECTURE, NarrowCNN),
+                              (FAST_ARCHITECTURE, StridedCNN)):
         path = tmp_path / architecture / "model.safetensors"
         save_model(build_model(architecture), path, "fast")
         model = load_model(path.parent)
         assert type(model) is cls and model.architecture == architecture
-    narrow = build_model(FAST_ARCHITECTURE)
+    narrow = build_model(NARROW_ARCHITECTURE)
     assert type(narrow) is NarrowCNN and count_parameters(narrow) < count_parameters(MnistCNN())
+    x = normalize(torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8))
+    fast99, strided = build_model(ARCHITECTURE), build_model(FAST_ARCHITECTURE)
+    strided.load_state_dict(fast99.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(fast99(x), strided(x))  # same weights, another network

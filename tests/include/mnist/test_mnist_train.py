@@ -22,7 +22,8 @@ from include.mnist.model import (
     MNIST_STD,
     QUALITY_ARCHITECTURE,
     MnistCNN,
-    NarrowCNN,
+    FAST_ARCHITECTURE,
+    StridedCNN,
     build_model,
     count_parameters,
     normalize,
@@ -40,8 +41,8 @@ from include.mnist.train import (
 SMALL = TrainConfig(epochs=2, batch_size=64, max_train_samples=1024, seed=7, device="cpu")
 # conv1 24*1*5*5+24, conv2 32*24*3*3+32, fc1 800*256+256, fc2 256*10+10
 FAST99_PARAMETERS = 624 + 6944 + 205_056 + 2_570
-# The fast preset's NarrowCNN: conv 1->16 (5x5), conv 16->24 (3x3), fc 600->256, fc 256->10.
-NARROW_PARAMETERS = 416 + 3480 + 153_856 + 2_570
+# The fast preset's StridedCNN: fast99's tensors (conv 1->24 5x5 at stride 2, conv 24->32 3x3, fc 800->256, fc 256->10).
+STRIDED_PARAMETERS = FAST99_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def test_resolve_device() -> None:
 def test_training_learns_and_reports(trained: Trained, data_dir: Path) -> None:
     result = trained.result
     assert result.num_train_samples == 1024 and result.device == "cpu"
-    assert result.parameters == NARROW_PARAMETERS and result.architecture == "fast99-narrow-cnn"
+    assert result.parameters == STRIDED_PARAMETERS and result.architecture == FAST_ARCHITECTURE
     assert [m.epoch for m in result.epochs] == [1, 2]
     assert result.epochs[1].loss < result.epochs[0].loss
     assert all(m.images_per_second > 0 and m.seconds > 0 for m in result.epochs)
@@ -173,15 +174,15 @@ def test_saved_model_is_safetensors_plus_config_written_atomically(trained: Trai
     assert sorted(os.listdir(path.parent)) == ["model.json", "model.safetensors"]  # no temp file left behind
     assert trained.result.model_config == str(path.parent / "model.json")
     config = json.loads((path.parent / "model.json").read_text())
-    assert config == {"format": "mnist-cnn-safetensors/1", "architecture": "fast99-narrow-cnn", "preset": "fast",
+    assert config == {"format": "mnist-cnn-safetensors/1", "architecture": "fast99-strided-cnn", "preset": "fast",
                       "input_shape": [1, 28, 28], "input_dtype": "uint8", "dtype": "float32", "num_classes": 10}
     state = load_file(path)
-    assert set(state) == set(NarrowCNN().state_dict())
+    assert set(state) == set(StridedCNN().state_dict())
     model = load_model(path.parent)
-    assert not model.training and isinstance(model, NarrowCNN)
+    assert not model.training and isinstance(model, StridedCNN)
     x = normalize(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))
     with torch.no_grad():
-        reference = NarrowCNN()
+        reference = StridedCNN()
         reference.load_state_dict(state)
         torch.testing.assert_close(model(x), reference(x))
 
