@@ -107,15 +107,15 @@ def summary(label: str, results: list[dict]) -> float:
     """Print the medians per task and in total; returns the median trigger-to-success seconds."""
     total = statistics.median(r["total"] for r in results)
     names = [t["task"] for t in results[0]["tasks"]]
-    print(f"\n{label}: trigger to success, median of {len(results)}: {total:.1f} s "
-          f"({', '.join(f'{r['total']:.1f}' for r in results)})")
-    waits = runs = 0.0
+    runs = ", ".join(f"{r['total']:.1f}" for r in results)
+    print(f"\n{label}: trigger to success, median of {len(results)}: {total:.1f} s ({runs})")
+    waits = ran = 0.0
     for name in names:
         rows = [next(t for t in r["tasks"] if t["task"] == name) for r in results]
         wait, run = statistics.median(t["wait"] for t in rows), statistics.median(t["run"] for t in rows)
-        waits, runs = waits + wait, runs + run
+        waits, ran = waits + wait, ran + run
         print(f"  {name:<18} waited {wait:5.2f} s  ran {run:5.2f} s")
-    print(f"  {'all tasks':<18} waited {waits:5.2f} s  ran {runs:5.2f} s (task run = start-up, DAG parse, body)")
+    print(f"  {'all tasks':<18} waited {waits:5.2f} s  ran {ran:5.2f} s (task run = start-up, DAG parse, body)")
     return total
 
 

@@ -174,7 +174,8 @@ def mnist_training():
         run, settings = {**step.summary("register_model"), "published": published}, step.settings()
         with step.no_retry():
             sbom = generate_boms(MNIST, run, published, ArtifactoryHook(), sbom_tool=settings.sbom_tool,
-                                 run_dir=step.run_dir(), pipeline=step.context()[1], public_key=signing_key())
+                                 sbom_cache=settings.sbom_cache_dir, run_dir=step.run_dir(),
+                                 pipeline=step.context()[1], public_key=signing_key())
         step.push_artifactory_link(sbom["artifactory_path"])
         model_ref = f"{published['repo']}/{published['path'].lstrip('/')}"
         return {**run, "sbom": sbom, "sbom_path": sbom["path"], "model_ref": model_ref}

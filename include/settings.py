@@ -50,6 +50,11 @@ class PipelineSettings:
         return self.home / "mlflow" / "artifacts"
 
     @property
+    def sbom_cache_dir(self) -> Path:
+        """Validated SBOM inventories by environment fingerprint (include/mlops/sbom.py), reused while unchanged."""
+        return self.home / "cache" / "sbom"
+
+    @property
     def landing_dir(self) -> Path:
         """Where production batches arrive for drift monitoring."""
         return self.home / "landing"

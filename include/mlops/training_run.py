@@ -276,7 +276,7 @@ def _with_signature(mlbom: dict[str, Any], signature: Mapping[str, Any]) -> dict
 
 def generate_boms(
     spec: ModelSpec, run: Mapping[str, Any], published: Mapping[str, Any], store: ArtifactStore, *,
-    sbom_tool: str, run_dir: Path, pipeline: str, public_key: bytes,
+    sbom_tool: str, run_dir: Path, pipeline: str, public_key: bytes, sbom_cache: Path | None = None,
 ) -> dict[str, Any]:
     """The CycloneDX SBOM of what trained and the model's ML-BOM; both to MLflow and beside the model in Artifactory.
 
@@ -294,7 +294,7 @@ def generate_boms(
             raise GateFailure(f"training image {trained['container']['image']} reported no packages")
     signature = publish_signature(run, published, store, public_key)
     sbom = generate_sbom(trained["python"], Path(run_dir) / "sbom.cdx.json", sbom_tool, packages=packages,
-                         requires=requires)
+                         requires=requires, cache_dir=sbom_cache)
     mlbom = write_mlbom(Path(run_dir) / "mlbom.cdx.json", _with_signature(build_mlbom(
         model_name=registered["model_name"],
         model_version=registered["version"],
@@ -315,6 +315,7 @@ def generate_boms(
         result = store.deploy_artifact(path, published["repo"], f"{folder}/{Path(path).name}",
                                        properties={"model.version": registered["version"], f"{name}.serial": serial})
         uploaded[name] = f"{result.repo}/{result.path}"
-    log.info("SBOM %s: %d components in %ss; ML-BOM %s", sbom.path, sbom.components, sbom.seconds, mlbom.path)
+    log.info("SBOM %s: %d components in %ss%s; ML-BOM %s", sbom.path, sbom.components, sbom.seconds,
+             " (environment unchanged: its validated inventory reused)" if sbom.reused else "", mlbom.path)
     return {**sbom.to_dict(), "artifactory_path": uploaded["sbom"],
             "mlbom": {**mlbom.to_dict(), "artifactory_path": uploaded["mlbom"]}, "signature": signature}

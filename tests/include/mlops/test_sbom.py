@@ -100,3 +100,38 @@ def test_reported_requirements_become_the_dependency_graph(tmp_path: Path):
     assert edges == {"torch": ["Jinja2"], "Jinja2": ["MarkupSafe"], "MarkupSafe": []}
     with pytest.raises(SbomError, match="inventory lacks"):
         generate_sbom("unused", tmp_path / "t.json", tool, packages=pins, requires={"numpy": []})
+
+
+def plant_distribution(venv: Path, name: str, version: str) -> None:
+    """A minimal installed distribution (what pip leaves in site-packages) in a bare venv."""
+    [site] = venv.glob("lib/python*/site-packages")
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "RECORD").write_text("")
+
+
+def test_an_unchanged_environment_reuses_its_validated_inventory_as_a_new_bom(tmp_path: Path):
+    import subprocess
+
+    venv, cache, tool = tmp_path / "venv", tmp_path / "cache", PipelineSettings.from_env().sbom_tool
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    plant_distribution(venv, "alpha", "1.0")
+    first = generate_sbom(python, tmp_path / "1.json", tool, cache_dir=cache)
+    again = generate_sbom(python, tmp_path / "2.json", tool, cache_dir=cache)
+    assert (first.reused, again.reused) == (False, True) and len(list(cache.iterdir())) == 1
+    one, two = json.loads((tmp_path / "1.json").read_text()), json.loads((tmp_path / "2.json").read_text())
+    assert one["serialNumber"] != two["serialNumber"] and two["metadata"]["timestamp"]
+    assert one["components"] == two["components"] and library_purls(two) == ["pkg:pypi/alpha@1.0"]
+    plant_distribution(venv, "beta", "2.0")  # the environment changed: a new inventory, not the cached one
+    changed = generate_sbom(python, tmp_path / "3.json", tool, cache_dir=cache)
+    assert changed.reused is False and len(list(cache.iterdir())) == 2
+    assert library_purls(json.loads((tmp_path / "3.json").read_text())) == ["pkg:pypi/alpha@1.0", "pkg:pypi/beta@2.0"]
+    for bad, message in ((b"{not json", "not readable JSON"), (b'{"metadata": {}}', "not valid CycloneDX|specVersion")):
+        [entry] = [p for p in cache.iterdir() if p.stat().st_mtime == max(q.stat().st_mtime for q in cache.iterdir())]
+        entry.write_bytes(bad)
+        with pytest.raises(SbomError, match=message) as info:
+            generate_sbom(python, tmp_path / "4.json", tool, cache_dir=cache)
+        assert entry.name in str(info.value)
+    assert not (tmp_path / "4.json").exists()
