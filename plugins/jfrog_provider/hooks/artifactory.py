@@ -120,32 +120,32 @@ class _StreamBody:
 
 
 class _Digests:
-    """SHA-256 here while SHA-1 and then MD5 run on a worker thread; all three read the same mapped bytes."""
+    """SHA-256 here while a worker thread hashes SHA-1 and then MD5; all three read the same mapped bytes."""
 
     def __init__(self, data: memoryview) -> None:
         self._data, self._size = data, len(data)
         self._sha1, self._md5 = hashlib.sha1(), hashlib.md5()
+        self._sha1_done = threading.Event()
         self._worker: threading.Thread | None = None
-        self._md5_started = self._size < _THREAD_MIN_SIZE
-        if self._md5_started:
-            self._sha1.update(data)
-            self._md5.update(data)
+        if self._size < _THREAD_MIN_SIZE:
+            self._sha1_then_md5()
         else:
-            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core
-            self._worker = self._start(self._sha1.update)
+            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core; MD5 follows
+            # SHA-1 at once, overlapping the checksum-deploy round trip rather than the upload's own CPU work
+            self._worker = threading.Thread(target=self._sha1_then_md5, daemon=True)
+            self._worker.start()
         self.sha256 = hashlib.sha256(data).hexdigest()
 
-    def _start(self, update: Any) -> threading.Thread:
-        worker = threading.Thread(target=update, args=(self._data,), daemon=True)
-        worker.start()
-        return worker
+    def _sha1_then_md5(self) -> None:
+        try:
+            self._sha1.update(self._data)
+        finally:
+            self._sha1_done.set()
+        self._md5.update(self._data)
 
     def sha1(self) -> str:
-        """SHA-1; then MD5 starts on the worker, overlapping the upload that needs only SHA-256 and SHA-1."""
-        if not self._md5_started:
-            self.wait()
-            self._worker = self._start(self._md5.update)
-            self._md5_started = True
+        """SHA-1, once the worker has it (MD5 may still be running)."""
+        self._sha1_done.wait()
         return self._sha1.hexdigest()
 
     def wait(self) -> None:
