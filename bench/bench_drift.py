@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import describe  # noqa: E402
 from include.mlops.drift_stats import decide, summarize_reference  # noqa: E402
 
 NUMERIC = [f"num_{i}" for i in range(10)]
@@ -71,6 +72,7 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=100_000, help="rows in the human report")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_drift"))
     args = parser.parse_args()
+    print(describe(), flush=True)
 
     import pandas  # noqa: F401  (import cost is not part of any measured path)
     import scipy.stats  # noqa: F401

@@ -9,7 +9,6 @@ Prints the CPU model and the medians; exits 1 when a goal is missed.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -19,19 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import describe  # noqa: E402
+
 SIGN_GOAL_MS = 50.0
 VERIFY_GOAL_MS = 50.0
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -89,7 +79,7 @@ def main() -> int:
         torch_med, st_med = statistics.median(torch_ms), statistics.median(st_ms)
         full = median_ms(lambda: load_model(weights.parent), args.repeat)
 
-    print(f"CPU: {cpu_model()} ({platform.machine()}), torch {torch.__version__}, 1 thread")
+    print(f"{describe()}\ntorch {torch.__version__}, 1 thread")
     print(f"model {args.architecture}: {len(st_bytes):,} bytes safetensors, {len(pt_bytes):,} bytes torch zip")
     print(f"sign (model-signing, P-256, model dir)   median {sign:7.2f} ms  goal <= {SIGN_GOAL_MS:.0f} ms")
     print(f"verify (private copy + model-signing)    median {verify:7.2f} ms  goal <= {VERIFY_GOAL_MS:.0f} ms")

@@ -193,7 +193,7 @@ def main() -> int:
             probe_t.append(time.perf_counter() - start)
 
         print(
-            f"\nUpload benchmark on 127.0.0.1 (server in a subprocess), median of interleaved runs"
+            "\nUpload benchmark on 127.0.0.1 (server in a subprocess), median of interleaved runs"
         )
         print(f"{'file':>7} | {'curl -T s':>10} | {'hook s':>8} | {'hook/curl':>9} | {'goal':>6} | ok")
         print("-" * 60)

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ def _reissued(cached: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
         raise SbomError(f"cached SBOM {cached} has no metadata object: delete it to rebuild")
     doc["serialNumber"] = f"urn:uuid:{uuid.uuid4()}"
-    doc["metadata"]["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    doc["metadata"]["timestamp"] = datetime.now(UTC).isoformat(timespec="seconds")
     return doc
 
 

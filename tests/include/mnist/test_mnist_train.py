@@ -18,11 +18,11 @@ from include.mnist.data import MNIST_FILES, load_split, sha256_file
 from include.mnist.evaluate import EvalResult, evaluate_model
 from include.mnist.model import (
     ARCHITECTURE,
+    FAST_ARCHITECTURE,
     MNIST_MEAN,
     MNIST_STD,
     QUALITY_ARCHITECTURE,
     MnistCNN,
-    FAST_ARCHITECTURE,
     StridedCNN,
     build_model,
     count_parameters,
