@@ -1,7 +1,7 @@
 """Cost of the model trust chain: sign and verify the model (goal <= 50 ms median each) and a safetensors load
 no slower than torch.load(weights_only=True) of the same state_dict (what the pipeline loaded before).
 
-    python bench/bench_signing.py [--repeat 50] [--architecture fast99-narrow-cnn]
+    python bench/bench_signing.py [--repeat 50] [--architecture fast99-strided-cnn]
 
 Prints the CPU model and the medians; exits 1 when a goal is missed.
 """
@@ -37,7 +37,7 @@ def median_ms(fn: Callable[[], object], repeat: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
-    parser.add_argument("--architecture", default="fast99-narrow-cnn")
+    parser.add_argument("--architecture", default="fast99-strided-cnn")
     args = parser.parse_args()
 
     import io

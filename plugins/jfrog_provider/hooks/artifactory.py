@@ -37,6 +37,7 @@ _READ_CHUNK = 1024 * 1024
 _SEND_CHUNK = 1024 * 1024
 # below this a thread costs more than the parallel hashing saves
 _THREAD_MIN_SIZE = 256 * 1024
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 # characters Artifactory refuses in property keys (JFrog REST "Set Item Properties")
 _FORBIDDEN_KEY_CHARS = set(")(}{][*+^$\\/~`!@#%&<>;=,±§ ")
 # AQL drops the properties of every row when include() names them and the query sorts or pages (JFrog
@@ -120,32 +121,29 @@ class _StreamBody:
 
 
 class _Digests:
-    """SHA-256 here while a worker thread hashes SHA-1 and then MD5; all three read the same mapped bytes."""
+    """SHA-256 here while a worker thread hashes SHA-1 (and MD5 when asked); all read the same mapped bytes."""
 
-    def __init__(self, data: memoryview) -> None:
+    def __init__(self, data: memoryview, md5: bool = True) -> None:
         self._data, self._size = data, len(data)
-        self._sha1, self._md5 = hashlib.sha1(), hashlib.md5()
-        self._sha1_done = threading.Event()
+        self._sha1 = hashlib.sha1()
+        self._md5 = hashlib.md5() if md5 else None
         self._worker: threading.Thread | None = None
         if self._size < _THREAD_MIN_SIZE:
-            self._sha1_then_md5()
+            self._hash_on_worker()
         else:
-            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core; MD5 follows
-            # SHA-1 at once, overlapping the checksum-deploy round trip rather than the upload's own CPU work
-            self._worker = threading.Thread(target=self._sha1_then_md5, daemon=True)
+            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core
+            self._worker = threading.Thread(target=self._hash_on_worker, daemon=True)
             self._worker.start()
         self.sha256 = hashlib.sha256(data).hexdigest()
 
-    def _sha1_then_md5(self) -> None:
-        try:
-            self._sha1.update(self._data)
-        finally:
-            self._sha1_done.set()
-        self._md5.update(self._data)
+    def _hash_on_worker(self) -> None:
+        self._sha1.update(self._data)
+        if self._md5 is not None:
+            self._md5.update(self._data)
 
     def sha1(self) -> str:
-        """SHA-1, once the worker has it (MD5 may still be running)."""
-        self._sha1_done.wait()
+        """SHA-1, once the worker has finished."""
+        self.wait()
         return self._sha1.hexdigest()
 
     def wait(self) -> None:
@@ -155,10 +153,9 @@ class _Digests:
             self._worker = None
 
     def join(self) -> FileChecksums:
-        """All three digests."""
+        """All three digests (MD5 empty when it was not asked for)."""
         sha1 = self.sha1()
-        self.wait()
-        return FileChecksums(self.sha256, sha1, self._md5.hexdigest(), self._size)
+        return FileChecksums(self.sha256, sha1, self._md5.hexdigest() if self._md5 is not None else "", self._size)
 
 
 def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
@@ -292,11 +289,13 @@ class ArtifactoryHook(JFrogHook):
         url_path = quote_repo_path(repo, target_path) + matrix_params(properties)
         # Hash before any byte is sent, as the JFrog CLI does. The file is mapped once; SHA-256 and SHA-1 go in
         # the headers (with the default client-checksum policy Artifactory answers 409 if either differs from the
-        # bytes it got), MD5 finishes during the upload and, like the others, must equal what the server stored.
+        # bytes it got) and must equal what the server stored. MD5 proves nothing SHA-256 does not, so it is taken
+        # from Artifactory's answer: hashing it here cost the server a core during a 200 MB upload
+        # (bench/bench_upload.py).
         mapped = _MappedFile(local_path)
         digests = None
         try:
-            digests = _Digests(mapped.view)
+            digests = _Digests(mapped.view, md5=False)
             checksum_deployed = mapped.size >= checksum_deploy_min_size
             resp = None
             if checksum_deployed:
@@ -325,13 +324,18 @@ class ArtifactoryHook(JFrogHook):
                        sums: FileChecksums, *, checksum_deployed: bool) -> DeployResult:
         body = self._json(resp, url_path)
         checksums = body.get("checksums") if isinstance(body.get("checksums"), dict) else {}
-        # jfrog-client-go reads the checksums from the ItemCreated answer; every sum we hold must match it
-        for kind in ("sha256", "sha1", "md5"):
+        # jfrog-client-go reads the checksums from the ItemCreated answer; every sum we computed must match it
+        for kind in ("sha256", "sha1"):
             ours = getattr(sums, kind)
             if checksums.get(kind) != ours or not ours:
                 raise ChecksumMismatchError(
                     None, f"server stored {kind} {checksums.get(kind)!r} for {repo}/{target_path}, "
                           f"expected {ours!r}", method="PUT", url_path=url_path)
+        md5 = checksums.get("md5")
+        if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
+            raise ChecksumMismatchError(None, f"server reported md5 {md5!r} for {repo}/{target_path}, not an MD5 "
+                                              f"digest", method="PUT", url_path=url_path)
+        sums = FileChecksums(sums.sha256, sums.sha1, md5, sums.size)
         path = str(body.get("path") or target_path).lstrip("/")
         return DeployResult(
             repo=str(body.get("repo") or repo), path=path, sha256=sums.sha256, sha1=sums.sha1, md5=sums.md5,
