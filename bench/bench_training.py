@@ -4,7 +4,8 @@ Goals, each printed with its figure (exit code 1 if one is missed):
   T1  fast preset: >= 99.0 % test accuracy on every seed (the minimum, not the mean) in <= 5 s of training,
       in fp32 and, where the CPU computes bf16 natively (AVX512-BF16 or AMX), in bf16;
   T2  per-epoch speed >= 20x main.py's, and time to 99 % (train + test) >= 60x main.py's;
-  T3  under load: with a CPU hog busy on one core, training throughput >= 40 % of the quiet figure.
+  T3  under load: with a CPU hog busy on one core, from the start or arriving 1 s in, training throughput
+      >= 40 % of the quiet figure.
 Runs are interleaved (one seed of ours in each precision, then one main.py epoch) so both see the same load
 drift. main.py trains until it reaches 99 % (3 to 5 epochs of ~50 s on 2 cores): about 5 minutes in all;
 --quick is a smoke run (1 seed, main.py on 6,400 images, no T2 time-to-99 %); --quality adds the quality preset.
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,15 +61,29 @@ def run_ours(config: TrainConfig, data_dir: Path, workdir: Path, label: str = ""
     return row
 
 
-def under_load(data_dir: Path, workdir: Path, seed: int) -> dict[str, float]:
-    """Our nightly config with a CPU hog spinning on one core the whole time."""
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
+def under_load(data_dir: Path, workdir: Path, seed: int, after: float = 0.0) -> dict[str, float]:
+    """Our nightly config with a CPU hog spinning on one core, from the start or from `after` seconds in."""
+    hogs: list[subprocess.Popen] = []
+
+    def start() -> None:
+        time.sleep(after)
+        hogs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+
+    if after:  # the hog arrives mid-run, after the thread count was chosen on an idle machine
+        starter = threading.Thread(target=start)
+        starter.start()
+    else:
+        start()
         time.sleep(0.5)  # the hog is running before training decides its threads
-        return run_ours(TrainConfig(seed=seed, device="cpu"), data_dir, workdir, " (CPU hog running)")
+    try:
+        label = f" (CPU hog from {after:.1f} s in)" if after else " (CPU hog running)"
+        return run_ours(TrainConfig(seed=seed, device="cpu"), data_dir, workdir, label)
     finally:
-        hog.kill()
-        hog.wait()
+        if after:
+            starter.join()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                     baseline_done = epoch.test_accuracy >= TARGET or epoch.epoch >= baseline_epochs
             i += 1
         loaded = under_load(args.data_dir, workdir, seeds[0])
+        arriving = under_load(args.data_dir, workdir, seeds[0], after=1.0)
         quality = None
         if args.quality:
             quality = run_ours(TrainConfig(preset="quality", seed=seeds[0], device="cpu"), args.data_dir, workdir)
@@ -143,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
           f"median {ours_epoch:.2f} s/epoch -> {per_epoch:.1f}x  goal >= {PER_EPOCH_GOAL:.0f}x: "
           f"{'MET' if results['T2 per-epoch'] else 'MISSED'}")
     summary: dict[str, object] = {"per_epoch_ratio": per_epoch, "ours": ours, "baseline": base_rows,
-                                  "under_load": loaded}
+                                  "under_load": loaded, "load_arriving": arriving}
     if args.quick:
         print("T2 time to 99 %: not measured in --quick (main.py needs full epochs)")
     else:
@@ -158,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{'MET' if results['T2 time to 99 %'] else 'MISSED'}")
         summary["time_to_99_ratio"] = ratio
     quiet = statistics.median(r["images_per_s"] for r in nightly)
-    share = loaded["images_per_s"] / quiet
-    results["T3 under load"] = share >= UNDER_LOAD_GOAL
-    print(f"T3 under load: {loaded['images_per_s']:,.0f} img/s with a CPU hog ({loaded['threads']} threads) vs "
-          f"{quiet:,.0f} quiet -> {share:.0%}  goal >= {UNDER_LOAD_GOAL:.0%}: "
-          f"{'MET' if results['T3 under load'] else 'MISSED'}")
+    for name, row, when in (("T3 under load", loaded, "a CPU hog running from the start"),
+                            ("T3 load arriving", arriving, "a CPU hog starting 1 s in")):
+        share = row["images_per_s"] / quiet
+        results[name] = share >= UNDER_LOAD_GOAL
+        print(f"{name}: {row['images_per_s']:,.0f} img/s with {when} ({row['threads']} threads at the end) vs "
+              f"{quiet:,.0f} quiet -> {share:.0%}  goal >= {UNDER_LOAD_GOAL:.0%}: {'MET' if results[name] else 'MISSED'}")
     if quality is not None:
         print(f"quality preset: test acc {quality['accuracy']:.2%} (5-view TTA), train {quality['train_s']:.1f} s, "
               f"eval {quality['eval_s']:.1f} s  (goal >= 99.5 %)")

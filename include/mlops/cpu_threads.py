@@ -71,14 +71,22 @@ def idle_cpus(window: float = 0.1) -> float | None:
 THREADS_ENV = "MLOPS_TRAIN_THREADS"
 
 
+def pinned_threads() -> int | None:
+    """MLOPS_TRAIN_THREADS as a number, None when unset; a bad value raises naming the variable."""
+    pinned = os.environ.get(THREADS_ENV, "").strip()
+    if not pinned:
+        return None
+    if not pinned.isdigit() or int(pinned) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {pinned!r}")
+    return int(pinned)
+
+
 def training_threads(window: float = 0.1) -> tuple[int, str]:
     """Threads for a CPU run and why: MLOPS_TRAIN_THREADS, else one per CPU that other processes leave mostly idle."""
+    pinned = pinned_threads()
+    if pinned is not None:
+        return pinned, f"{THREADS_ENV}={pinned}"
     budget = cpu_budget()
-    pinned = os.environ.get(THREADS_ENV, "").strip()
-    if pinned:
-        if not pinned.isdigit() or int(pinned) < 1:
-            raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {pinned!r}")
-        return int(pinned), f"{THREADS_ENV}={pinned}"
     if budget == 1:
         return 1, "1 CPU available"
     idle = idle_cpus(window)
@@ -86,3 +94,67 @@ def training_threads(window: float = 0.1) -> tuple[int, str]:
         return budget, f"{budget} CPUs available (load not readable)"
     threads = max(1, min(budget, math.floor(idle + (1 - _FREE_SHARE))))
     return threads, f"{budget} CPUs available, {idle:.1f} idle over {window:.1f}s"
+
+
+class ThreadGovernor:
+    """Re-decides the thread count during a CPU run, every `window` steps, from step times and idle CPUs.
+
+    The count chosen at the start holds only while the load does: a process that starts spinning on one of 2
+    cores mid-run leaves a 2-thread step waiting at every OpenMP barrier for the thread that shares its core
+    (14 % of the quiet speed, bench/bench_training.py). A window at under half the best speed seen with this
+    many threads drops to one thread; at one thread, a window in which the other CPUs sat idle goes back up.
+    """
+
+    def __init__(self, threads: int, budget: int, set_threads, log=None, window: int = 16) -> None:
+        self.threads, self.budget, self.window = threads, budget, window
+        self._set, self._log = set_threads, log or (lambda _msg: None)
+        self._best: dict[int, float] = {}
+        try:
+            self._allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        except AttributeError:  # not Linux: no /proc/stat either, so never back up
+            self._allowed = set()
+        self._steps = 0
+        self._start = time.perf_counter()
+        self._cpu = self._snapshot()
+        self.changes: list[tuple[int, int, int]] = []  # (step, from, to)
+
+    @staticmethod
+    def _snapshot() -> dict[str, tuple[int, int]] | None:
+        try:
+            return _cpu_times()
+        except (OSError, ValueError):
+            return None
+
+    def step(self) -> None:
+        """Count one training step; at each window's end, keep or change the thread count."""
+        self._steps += 1
+        if self._steps % self.window:
+            return
+        now, cpu = time.perf_counter(), self._snapshot()
+        rate = self.window / max(now - self._start, 1e-9)
+        best = self._best[self.threads] = max(self._best.get(self.threads, 0.0), rate)
+        target = self.threads
+        if self.threads > 1 and rate < 0.5 * best:
+            target = 1
+        elif self.threads < self.budget and self._others_idle(cpu):
+            target = self.budget
+        if target != self.threads:
+            self._log(f"threads {self.threads} -> {target} at step {self._steps} "
+                      f"({rate:.0f} steps/s, best {best:.0f} with {self.threads})")
+            self.changes.append((self._steps, self.threads, target))
+            self.threads = target
+            self._set(target)
+            cpu = self._snapshot()
+            now = time.perf_counter()
+        self._start, self._cpu = now, cpu
+
+    def _others_idle(self, cpu: dict[str, tuple[int, int]] | None) -> bool:
+        """True when, over the last window, the CPUs this run did not use were mostly idle."""
+        if cpu is None or self._cpu is None:
+            return False
+        idle = 0.0
+        for name in self._allowed & cpu.keys() & self._cpu.keys():
+            total = cpu[name][1] - self._cpu[name][1]
+            if total > 0:
+                idle += (cpu[name][0] - self._cpu[name][0]) / total
+        return idle >= (self.budget - self.threads) * _FREE_SHARE

@@ -142,6 +142,8 @@ def _register(
         params={
             **trained["config"],
             **{k: trained[k] for k in ("device", "parameters", "architecture", "deterministic", "threads")},
+            # (step, from, to) whenever the load changed the CPU thread count mid-run; a bit-for-bit rerun pins it
+            "thread_changes": str([list(c) for c in trained.get("thread_changes") or []]),
             "amp_dtype": trained["amp_dtype"] or "none",
             "cuda_graph": trained["cuda_graph"],
         },

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torch.utils.deterministic
 from torch import nn
 
-from include.mlops.cpu_threads import training_threads
+from include.mlops.cpu_threads import ThreadGovernor, cpu_budget, pinned_threads, training_threads
 from include.mlops.files import atomic_write_bytes
 from include.mnist.data import load_split
 from include.mnist.model import (
@@ -212,7 +212,8 @@ class TrainResult:
     preset: str = "fast"
     architecture: str = ARCHITECTURE
     deterministic: bool = False
-    threads: int = 0
+    threads: int = 0  # at the end of training; thread_changes lists (step, from, to) when the load moved it
+    thread_changes: tuple[tuple[int, int, int], ...] = ()
     amp_dtype: str | None = None
     cuda_graph: bool = False
     capture_seconds: float = 0.0  # one-off CUDA-graph warm-up + capture, included in train_seconds
@@ -586,6 +587,10 @@ def train_model(
         shuffle_gen = torch.Generator().manual_seed(config.seed)
         trained_per_epoch = steps_per_epoch * batch_size
 
+        # Unpinned CPU runs follow the load: fewer threads while another process keeps a core busy.
+        governor = None
+        if device.type == "cpu" and not pinned_threads() and cpu_budget() > 1:
+            governor = ThreadGovernor(torch.get_num_threads(), cpu_budget(), torch.set_num_threads, emit)
         history: list[EpochMetrics] = []
         train_start = time.perf_counter()
         model.train()
@@ -599,6 +604,8 @@ def train_model(
                 step.idx.copy_(order[s])
                 runner()
                 scheduler.step()
+                if governor is not None:
+                    governor.step()
             epoch_loss = step.loss_sum.item() / trained_per_epoch
             epoch_acc = step.correct.item() / trained_per_epoch
             seconds = time.perf_counter() - epoch_start
@@ -634,6 +641,7 @@ def train_model(
             architecture=recipe.architecture,
             deterministic=torch.are_deterministic_algorithms_enabled(),
             threads=torch.get_num_threads(),
+            thread_changes=tuple(governor.changes) if governor is not None else (),
             amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
             cuda_graph=graph_used,
             capture_seconds=capture_seconds,

@@ -64,3 +64,54 @@ def test_without_a_cgroup_limit_the_affinity_mask_is_the_budget(tmp_path, monkey
     assert cpu_budget() == CPUS
     threads, why = training_threads(0.05)
     assert 1 <= threads <= CPUS and "idle over" in why or CPUS == 1
+
+
+class Clock:
+    """A step clock the test advances: each step takes `per_step` seconds."""
+
+    def __init__(self) -> None:
+        self.now, self.per_step = 0.0, 0.01
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_governor_drops_to_one_thread_when_steps_slow_down_and_goes_back_up_when_cpus_idle(monkeypatch):
+    clock, applied, lines = Clock(), [], []
+    monkeypatch.setattr(cpu_threads.time, "perf_counter", clock)
+    idle = {"value": 0.0}
+
+    def fake_times():  # /proc/stat as the kernel would count it: every CPU of the mask, idle as set
+        ticks = int(clock.now * 1000)
+        return {f"cpu{i}": (int(ticks * idle["value"]), ticks) for i in os.sched_getaffinity(0)}
+
+    monkeypatch.setattr(cpu_threads, "_cpu_times", fake_times)
+    governor = cpu_threads.ThreadGovernor(2, 2, applied.append, lines.append, window=4)
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            clock.now += clock.per_step
+            governor.step()
+
+    run(16)  # quiet: 100 steps/s, no change
+    assert applied == [] and governor.threads == 2
+    clock.per_step = 0.05  # a hog arrives: 20 steps/s, under half the best
+    run(4)
+    assert applied == [1] and governor.changes == [(20, 2, 1)] and "threads 2 -> 1 at step 20" in lines[0]
+    run(8)  # still busy elsewhere: the other CPU is not idle, stay at one thread
+    assert applied == [1]
+    idle["value"] = 0.5  # the hog left: one of the two CPUs idle while this run uses the other
+    clock.per_step = 0.012
+    run(4)
+    assert applied == [1, 2] and governor.threads == 2
+
+
+def test_a_pinned_run_gets_no_governor(tmp_path, monkeypatch):
+    from include.mnist.train import TrainConfig, train_model
+    from include.settings import DEFAULT_DATA_DIR as data_dir
+
+    monkeypatch.setenv(THREADS_ENV, "1")
+    lines: list[str] = []
+    result = train_model(TrainConfig(epochs=1, batch_size=32, max_train_samples=640, device="cpu"), data_dir,
+                         tmp_path / "m" / "model.safetensors", log=lines.append)
+    assert result.threads == 1 and not any(" -> " in line for line in lines)
