@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import gzip
+import hashlib
 import json
 import logging
+import os
 import pickle
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
 from jfrog_provider.exceptions import JFrogApiError
+from jfrog_provider.hooks import base
 from jfrog_provider.hooks.artifactory import ArtifactoryHook
 from jfrog_provider.hooks.base import JFrogHook, parse_retry_after
 
@@ -287,3 +297,182 @@ def test_async_requests_follow_the_same_retry_and_post_rules(jfrog_conn, jfrog_s
     asyncio.run(go())
     assert len(jfrog_server.requests_matching("GET", VERSION)) == 4
     assert len(jfrog_server.requests_matching("POST", r"/api/move/")) == 1
+
+
+# -- lean calls: deploy's two PUTs go on urllib3 directly --------------------------------------------
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """Answers a deploy by what the path ends with; records what each request carried."""
+
+    protocol_version = "HTTP/1.1"
+    server: _ScriptedServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
+                           **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self) -> None:  # noqa: N802 - stdlib name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append({"line": self.requestline, "auth": self.headers.get("Authorization"),
+                                 "accept_encoding": self.headers.get("Accept-Encoding"), "size": len(body)})
+        if self.headers.get("X-Checksum-Deploy") == "true":
+            return self._send(404, b'{"errors": [{"status": 404, "message": "Checksum deploy failed"}]}')
+        ending = self.path.rsplit("/", 1)[-1]
+        if ending == "moved":  # to another host name: the Authorization header must not follow
+            target = f"http://localhost:{self.server.server_address[1]}/artifactory/ml-models-local/landed"
+            return self._send(307, b"", {"Location": target})
+        created = json.dumps({
+            "repo": "ml-models-local", "path": self.path.split("/ml-models-local", 1)[-1],
+            "checksums": {"sha256": hashlib.sha256(body).hexdigest(), "sha1": hashlib.sha1(body).hexdigest(),
+                          "md5": hashlib.md5(body).hexdigest()}}).encode()
+        if ending == "gzipped":  # compressed although identity was asked for
+            return self._send(201, gzip.compress(created), {"Content-Encoding": "gzip"})
+        if ending == "huge":
+            return self._send(201, created + b" " * 5000)
+        self._send(201, created)
+
+
+class _ScriptedServer(ThreadingHTTPServer):
+    daemon_threads = True
+    seen: list[dict[str, Any]]
+
+
+@pytest.fixture
+def scripted(monkeypatch) -> Iterator[_ScriptedServer]:
+    server = _ScriptedServer(("127.0.0.1", 0), _Scripted)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    set_conn(monkeypatch, host=f"http://127.0.0.1:{server.server_address[1]}", password="tok-lean-12345")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def payload(tmp_path) -> Path:
+    (path := tmp_path / "model.safetensors").write_bytes(os.urandom(64 * 1024))
+    return path
+
+
+def test_deploy_and_plain_calls_share_one_connection(jfrog_conn, jfrog_server, payload):
+    hook = fast_hook(ArtifactoryHook)
+    for i in range(3):
+        hook.deploy_artifact(payload, "ml-models-local", f"lean/{i}.bin")
+        hook.get_file_info("ml-models-local", f"lean/{i}.bin")
+    pool = next(iter(hook.session.adapters["http://"].poolmanager.pools._container.values()))
+    assert pool.num_connections == 1
+
+
+def test_deploy_with_a_login_sends_the_basic_header_requests_would(monkeypatch, jfrog_server, payload):
+    set_conn(monkeypatch, host=jfrog_server.url, login="alice", password=jfrog_server.token)
+    hook = fast_hook(ArtifactoryHook)
+    assert hook.deploy_artifact(payload, "ml-models-local", "lean/basic.bin").size == 64 * 1024
+    expected = "Basic " + base64.b64encode(f"alice:{jfrog_server.token}".encode()).decode()
+    assert hook._lean_headers["Authorization"] == expected
+
+
+def test_redirected_deploy_follows_without_the_credential(scripted, payload):
+    result = fast_hook(ArtifactoryHook).deploy_artifact(payload, "ml-models-local", "m/moved")
+    assert result.path == "landed"
+    # probe, the lean PUT answered 307, then requests' own PUT and its redirect to the other host name
+    lines = [(s["line"].split()[1], s["auth"], s["size"]) for s in scripted.seen]
+    assert lines == [("/artifactory/ml-models-local/m/moved", "Bearer tok-lean-12345", 0),
+                     ("/artifactory/ml-models-local/m/moved", "Bearer tok-lean-12345", 64 * 1024),
+                     ("/artifactory/ml-models-local/m/moved", "Bearer tok-lean-12345", 64 * 1024),
+                     ("/artifactory/ml-models-local/landed", None, 64 * 1024)]
+
+
+def test_deploy_through_a_proxy_goes_through_the_session(scripted, monkeypatch, payload):
+    proxy = f"http://127.0.0.1:{scripted.server_address[1]}"  # the scripted server plays the proxy too
+    set_conn(monkeypatch, host="http://artifactory.invalid", password="tok-lean-12345")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    fast_hook(ArtifactoryHook).deploy_artifact(payload, "ml-models-local", "m/proxied.bin")
+    # a proxy is sent the absolute URL (RFC 9112 "absolute-form"); a lean call would have sent the path
+    assert all(s["line"].split()[1].startswith("http://artifactory.invalid/artifactory/") for s in scripted.seen)
+
+
+def test_a_compressed_answer_is_not_inflated(scripted, payload):
+    with pytest.raises(JFrogApiError, match="expected JSON"):
+        fast_hook(ArtifactoryHook).deploy_artifact(payload, "ml-models-local", "m/gzipped")
+    assert {s["accept_encoding"] for s in scripted.seen} == {"identity"}
+
+
+def test_an_oversized_answer_is_refused_and_its_connection_dropped(scripted, monkeypatch, payload):
+    monkeypatch.setattr(base, "LEAN_ANSWER_LIMIT", 4096)
+    hook = fast_hook(ArtifactoryHook)
+    with pytest.raises(JFrogApiError, match="answer larger than 4096 bytes"):
+        hook.deploy_artifact(payload, "ml-models-local", "m/huge")
+    # the unread rest of that answer must not be taken for the next answer on a reused connection
+    assert hook.deploy_artifact(payload, "ml-models-local", "m/next.bin").path == "m/next.bin"
+
+
+def test_deploy_survives_its_cached_pool_being_closed(jfrog_conn, jfrog_server, payload):
+    hook = fast_hook(ArtifactoryHook)
+    hook.deploy_artifact(payload, "ml-models-local", "lean/a.bin")
+    (cached,) = hook._lean_pools.values()
+    hook.session.adapters["http://"].poolmanager.clear()  # the session lets go of the pool, someone closes it
+    cached.close()
+    payload.write_bytes(os.urandom(64 * 1024))  # new content: the probe misses, the bytes go up
+    assert hook.deploy_artifact(payload, "ml-models-local", "lean/b.bin").path == "lean/b.bin"
+    assert hook._lean_pools and cached not in hook._lean_pools.values()  # a fresh pool from the session
+    hook.close()
+    assert hook.deploy_artifact(payload, "ml-models-local", "lean/c.bin").path == "lean/c.bin"
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: (certificate, key) as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jfrog-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (cert_path := tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (key_path := tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("verify", ["ca", "default", "off"])
+def test_deploy_over_tls_checks_the_certificate_as_the_session_does(scripted, monkeypatch, tmp_path, payload, verify):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    scripted.socket = context.wrap_socket(scripted.socket, server_side=True)
+    extra = {"ca": {"verify": str(cert)}, "default": {}, "off": {"verify": "false"}}[verify]
+    set_conn(monkeypatch, host=f"https://127.0.0.1:{scripted.server_address[1]}", password="tok-lean-12345",
+             extra=extra)
+    hook = fast_hook(ArtifactoryHook, max_retries=0)
+    if verify == "default":  # the system's CAs do not know this certificate: the upload must not happen
+        with pytest.raises(JFrogApiError, match="CERTIFICATE_VERIFY_FAILED"):
+            hook.deploy_artifact(payload, "ml-models-local", "m/tls.bin")
+        assert scripted.seen == []
+    else:
+        assert hook.deploy_artifact(payload, "ml-models-local", "m/tls.bin").size == 64 * 1024
+        # probe and upload, both lean (requests would have asked for gzip)
+        assert [(s["size"], s["accept_encoding"]) for s in scripted.seen] == [(0, "identity"), (64 * 1024, "identity")]

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import requests
 
 from jfrog_provider.exceptions import ChecksumMismatchError, JFrogApiError
-from jfrog_provider.hooks.base import JFrogHook
+from jfrog_provider.hooks.base import JFrogHook, Response
 
 # the JFrog CLI tries checksum deploy only for files of at least 10 KiB (jfrog-client-go
 # `artifactory/services/upload.go`, DefaultMinChecksumDeploy)
@@ -302,7 +302,7 @@ class ArtifactoryHook(JFrogHook):
                 # SHA-256 alone identifies the content (as frogml sends it); SHA-1 is still hashing meanwhile
                 probe = {"X-Checksum-Sha256": digests.sha256, "X-Checksum-Deploy": "true"}
                 try:
-                    resp = self._request("PUT", url_path, data=b"", headers=probe)
+                    resp = self._request("PUT", url_path, data=b"", headers=probe, lean=True)
                 except JFrogApiError as exc:
                     # "Deploy Artifact by Checksum": an unknown checksum is 404, then the bytes go up
                     if exc.status != 404:
@@ -312,7 +312,7 @@ class ArtifactoryHook(JFrogHook):
                 # requests would send an empty iterable with chunked encoding, so an empty file goes as b""
                 data = _StreamBody(mapped) if mapped.size else b""
                 headers = {"X-Checksum-Sha256": digests.sha256, "X-Checksum-Sha1": digests.sha1()}
-                resp = self._request("PUT", url_path, headers=headers, data=data)
+                resp = self._request("PUT", url_path, headers=headers, data=data, lean=True)
             return self._deploy_result(resp, url_path, repo, target_path, digests.join(),
                                        checksum_deployed=checksum_deployed)
         finally:
@@ -320,7 +320,7 @@ class ArtifactoryHook(JFrogHook):
                 digests.wait()
             mapped.close()
 
-    def _deploy_result(self, resp: requests.Response, url_path: str, repo: str, target_path: str,
+    def _deploy_result(self, resp: Response, url_path: str, repo: str, target_path: str,
                        sums: FileChecksums, *, checksum_deployed: bool) -> DeployResult:
         body = self._json(resp, url_path)
         checksums = body.get("checksums") if isinstance(body.get("checksums"), dict) else {}
