@@ -58,8 +58,10 @@ MAX_NESTING = 64
 _CHUNK_LINE_MAX = 1024
 # status (+retry_after, body): answer that error; delay: sleep first (slow answer); reset: RST after the body;
 # reset_after_bytes: RST after reading that many body bytes (a reset during the upload); truncate: declare a
-# longer Content-Length than sent, then close; wrong_checksum: flip the SHA-256 the answer reports
-_FAULT_KEYS = {"status", "retry_after", "delay", "reset", "reset_after_bytes", "truncate", "wrong_checksum", "body"}
+# longer Content-Length than sent, then close; wrong_checksum: flip the SHA-256 the answer reports;
+# report_checksums: a deploy answer's `checksums` entries replaced by these values (a malformed answer)
+_FAULT_KEYS = {"status", "retry_after", "delay", "reset", "reset_after_bytes", "truncate", "wrong_checksum", "body",
+               "report_checksums"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (key TEXT PRIMARY KEY, config TEXT NOT NULL);
@@ -1104,6 +1106,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._item_json(store.item(repo, path), created_shape=True)
         if self._fault.get("wrong_checksum"):
             body["checksums"]["sha256"] = _flip(body["checksums"]["sha256"])
+        body["checksums"].update(self._fault.get("report_checksums") or {})
         self._json(201, body, "application/vnd.org.jfrog.artifactory.storage.ItemCreated+json")
 
     def _signed_storage(self, raw_path: str) -> None:
@@ -1177,8 +1180,11 @@ class _Handler(BaseHTTPRequestHandler):
             "repo": repo, "path": "/" + path, "created": item["created"], "createdBy": item["created_by"],
             "downloadUri": f"{base}/{repo}/{quote(path)}{self._echo_query()}", "mimeType": item["mime"], "size": str(item["size"]),
             "checksums": sums,
-            # originalChecksums echo what the client sent; fall back to the actual ones like Artifactory
-            "originalChecksums": {k: orig.get(k) or sums[k] for k in ("sha1", "md5", "sha256")},
+            # originalChecksums echo what the client sent; Artifactory fills in only SHA-256 from the bytes (a
+            # `curl -T` deploy with no checksum header is answered with SHA-256 alone there, as shown in
+            # belitre/helm-push-artifactory-plugin issue 103), so SHA-1 and MD5 the client kept back stay out
+            "originalChecksums": {**{k: orig[k] for k in ("sha1", "md5") if orig.get(k)},
+                                  "sha256": orig.get("sha256") or sums["sha256"]},
             "uri": f"{base}/{'api/storage/' if not created_shape else ''}{repo}/{quote(path)}",
         }
         if not created_shape:

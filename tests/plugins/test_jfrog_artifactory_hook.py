@@ -110,16 +110,23 @@ def test_large_file_tries_checksum_deploy_then_uploads_then_republishes_with_zer
     assert hook.get_item_properties(REPO, "m/2/model.pt") == {"model.version": ["2"]}
 
 
-def test_multi_slice_file_hashes_on_threads_and_the_server_verifies_sha256_and_sha1(hook, jfrog_server, tmp_path):
-    # 9 MiB: past the threading threshold and nine 1 MiB send slices
+def test_multi_slice_file_sends_its_sha256_and_takes_sha1_and_md5_from_the_answer(hook, jfrog_server, tmp_path):
+    # 9 MiB: nine 1 MiB send slices
     (path := tmp_path / "big.pt").write_bytes(data := os.urandom(9 * 1024 * 1024))
     result = hook.deploy_artifact(path, REPO, "m/9/model.pt")
     assert (result.sha256, result.sha1, result.md5, result.size) == (
         hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest(), len(data))
     assert [b for _, _, b in jfrog_server.requests_matching("PUT", r"/m/9/model\.pt")] == [0, len(data)]
-    # the checksums the client sent with the bytes, which the server checked against them
-    original = hook.get_file_info(REPO, "m/9/model.pt")["originalChecksums"]
-    assert (original.get("sha256"), original.get("sha1")) == (result.sha256, result.sha1)
+    # the checksum the client sent with the bytes, which the server checked against them: SHA-256 alone
+    assert hook.get_file_info(REPO, "m/9/model.pt")["originalChecksums"] == {"sha256": result.sha256}
+
+
+@pytest.mark.parametrize("kind,reported", [("sha1", "f" * 39), ("sha1", None), ("md5", "x" * 32), ("md5", 5)])
+def test_a_sha1_or_md5_in_the_answer_that_is_no_digest_fails_the_upload(hook, jfrog_server, small_file, kind,
+                                                                         reported):
+    jfrog_server.inject_faults(r"/m/1/metrics\.json", [{"report_checksums": {kind: reported}}])
+    with pytest.raises(ChecksumMismatchError, match=f"server reported {kind} .* not a {kind.upper()} digest"):
+        hook.deploy_artifact(small_file, REPO, "m/1/metrics.json")
 
 
 def test_streamed_put_is_resent_in_full_after_503(hook, jfrog_server, big_file):

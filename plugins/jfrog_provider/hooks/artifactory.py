@@ -16,7 +16,6 @@ import mmap
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,9 +34,8 @@ _READ_CHUNK = 1024 * 1024
 # One slice per send call, no copy out of the mapping. urllib3 sends the body under the connect timeout
 # (at most 10 s), so a slice must fit a slow link in that time: 1 MiB needs about 1 Mbit/s.
 _SEND_CHUNK = 1024 * 1024
-# below this a thread costs more than the parallel hashing saves
-_THREAD_MIN_SIZE = 256 * 1024
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_SHA1_HEX = re.compile(r"[0-9a-f]{40}")
 # characters Artifactory refuses in property keys (JFrog REST "Set Item Properties")
 _FORBIDDEN_KEY_CHARS = set(")(}{][*+^$\\/~`!@#%&<>;=,±§ ")
 # AQL drops the properties of every row when include() names them and the query sorts or pages (JFrog
@@ -120,49 +118,13 @@ class _StreamBody:
         return self._mapped.chunks()
 
 
-class _Digests:
-    """SHA-256 here while a worker thread hashes SHA-1 (and MD5 when asked); all read the same mapped bytes."""
-
-    def __init__(self, data: memoryview, md5: bool = True) -> None:
-        self._data, self._size = data, len(data)
-        self._sha1 = hashlib.sha1()
-        self._md5 = hashlib.md5() if md5 else None
-        self._worker: threading.Thread | None = None
-        if self._size < _THREAD_MIN_SIZE:
-            self._hash_on_worker()
-        else:
-            # hashlib drops the GIL on buffers over 2 KiB, so the worker hashes on the other core
-            self._worker = threading.Thread(target=self._hash_on_worker, daemon=True)
-            self._worker.start()
-        self.sha256 = hashlib.sha256(data).hexdigest()
-
-    def _hash_on_worker(self) -> None:
-        self._sha1.update(self._data)
-        if self._md5 is not None:
-            self._md5.update(self._data)
-
-    def sha1(self) -> str:
-        """SHA-1, once the worker has finished."""
-        self.wait()
-        return self._sha1.hexdigest()
-
-    def wait(self) -> None:
-        """Let the worker finish: it reads the mapping, which may close next."""
-        if self._worker is not None:
-            self._worker.join()
-            self._worker = None
-
-    def join(self) -> FileChecksums:
-        """All three digests (MD5 empty when it was not asked for)."""
-        sha1 = self.sha1()
-        return FileChecksums(self.sha256, sha1, self._md5.hexdigest() if self._md5 is not None else "", self._size)
-
-
 def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
-    """SHA-256, SHA-1 and MD5 of a file from one read of its mapped pages."""
+    """SHA-256, SHA-1 and MD5 of a file, hashed from one mapping of it."""
     mapped = _MappedFile(local_path)
     try:
-        return _Digests(mapped.view).join()
+        view = mapped.view
+        return FileChecksums(hashlib.sha256(view).hexdigest(), hashlib.sha1(view).hexdigest(),
+                             hashlib.md5(view).hexdigest(), mapped.size)
     finally:
         mapped.close()
 
@@ -285,22 +247,21 @@ class ArtifactoryHook(JFrogHook):
     def deploy_artifact(self, local_path: str | os.PathLike[str], repo: str, target_path: str,
                         properties: Mapping[str, PropertyValues] | None = None, *,
                         checksum_deploy_min_size: int = CHECKSUM_DEPLOY_MIN_SIZE) -> DeployResult:
-        """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT with checksum headers."""
+        """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT with its SHA-256 header."""
         url_path = quote_repo_path(repo, target_path) + matrix_params(properties)
-        # Hash before any byte is sent, as the JFrog CLI does. The file is mapped once; SHA-256 and SHA-1 go in
-        # the headers (with the default client-checksum policy Artifactory answers 409 if either differs from the
-        # bytes it got) and must equal what the server stored. MD5 proves nothing SHA-256 does not, so it is taken
-        # from Artifactory's answer: hashing it here cost the server a core during a 200 MB upload
+        # Hash before any byte is sent, as the JFrog CLI does, from one mapping of the file. SHA-256 goes in the
+        # header: with the default client-checksum policy Artifactory answers 409 when it differs from the bytes
+        # it got ("Deploy Artifact"), and it must equal what the server stored. SHA-1 and MD5 prove nothing more,
+        # so they come from Artifactory's answer, as JFrog's own ML SDK (frogml) sends SHA-256 alone: hashing
+        # them here took a core the server needed and a third of a 1 MB deploy's time over curl
         # (bench/bench_upload.py).
         mapped = _MappedFile(local_path)
-        digests = None
         try:
-            digests = _Digests(mapped.view, md5=False)
+            sha256 = hashlib.sha256(mapped.view).hexdigest()
             checksum_deployed = mapped.size >= checksum_deploy_min_size
             resp = None
             if checksum_deployed:
-                # SHA-256 alone identifies the content (as frogml sends it); SHA-1 is still hashing meanwhile
-                probe = {"X-Checksum-Sha256": digests.sha256, "X-Checksum-Deploy": "true"}
+                probe = {"X-Checksum-Sha256": sha256, "X-Checksum-Deploy": "true"}
                 try:
                     resp = self._request("PUT", url_path, data=b"", headers=probe, lean=True)
                 except JFrogApiError as exc:
@@ -309,37 +270,33 @@ class ArtifactoryHook(JFrogHook):
                         raise
                     checksum_deployed = False
             if resp is None:
-                # requests would send an empty iterable with chunked encoding, so an empty file goes as b""
+                # urllib3 would send an empty iterable with chunked encoding, so an empty file goes as b""
                 data = _StreamBody(mapped) if mapped.size else b""
-                headers = {"X-Checksum-Sha256": digests.sha256, "X-Checksum-Sha1": digests.sha1()}
-                resp = self._request("PUT", url_path, headers=headers, data=data, lean=True)
-            return self._deploy_result(resp, url_path, repo, target_path, digests.join(),
+                resp = self._request("PUT", url_path, headers={"X-Checksum-Sha256": sha256}, data=data, lean=True)
+            return self._deploy_result(resp, url_path, repo, target_path, sha256, mapped.size,
                                        checksum_deployed=checksum_deployed)
         finally:
-            if digests is not None:
-                digests.wait()
             mapped.close()
 
-    def _deploy_result(self, resp: Response, url_path: str, repo: str, target_path: str,
-                       sums: FileChecksums, *, checksum_deployed: bool) -> DeployResult:
+    def _deploy_result(self, resp: Response, url_path: str, repo: str, target_path: str, sha256: str, size: int,
+                       *, checksum_deployed: bool) -> DeployResult:
         body = self._json(resp, url_path)
         checksums = body.get("checksums") if isinstance(body.get("checksums"), dict) else {}
-        # jfrog-client-go reads the checksums from the ItemCreated answer; every sum we computed must match it
-        for kind in ("sha256", "sha1"):
-            ours = getattr(sums, kind)
-            if checksums.get(kind) != ours or not ours:
-                raise ChecksumMismatchError(
-                    None, f"server stored {kind} {checksums.get(kind)!r} for {repo}/{target_path}, "
-                          f"expected {ours!r}", method="PUT", url_path=url_path)
-        md5 = checksums.get("md5")
-        if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
-            raise ChecksumMismatchError(None, f"server reported md5 {md5!r} for {repo}/{target_path}, not an MD5 "
-                                              f"digest", method="PUT", url_path=url_path)
-        sums = FileChecksums(sums.sha256, sums.sha1, md5, sums.size)
+        # jfrog-client-go reads the checksums from the ItemCreated answer: the stored SHA-256 must be ours, and
+        # the SHA-1 and MD5 reported beside it must at least be digests of their kind
+        if checksums.get("sha256") != sha256:
+            raise ChecksumMismatchError(
+                None, f"server stored sha256 {checksums.get('sha256')!r} for {repo}/{target_path}, expected "
+                      f"{sha256!r}", method="PUT", url_path=url_path)
+        for kind, pattern in (("sha1", _SHA1_HEX), ("md5", _MD5_HEX)):
+            value = checksums.get(kind)
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise ChecksumMismatchError(None, f"server reported {kind} {value!r} for {repo}/{target_path}, not "
+                                                  f"a {kind.upper()} digest", method="PUT", url_path=url_path)
         path = str(body.get("path") or target_path).lstrip("/")
         return DeployResult(
-            repo=str(body.get("repo") or repo), path=path, sha256=sums.sha256, sha1=sums.sha1, md5=sums.md5,
-            size=sums.size, uri=str(body.get("uri") or ""),
+            repo=str(body.get("repo") or repo), path=path, sha256=sha256, sha1=checksums["sha1"],
+            md5=checksums["md5"], size=size, uri=str(body.get("uri") or ""),
             download_uri=str(body.get("downloadUri") or self.artifact_url(repo, path)),
             checksum_deployed=checksum_deployed,
         )
