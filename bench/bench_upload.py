@@ -1,6 +1,6 @@
 """Upload benchmark: ArtifactoryHook.deploy_artifact vs `curl -T` on the local server."""
 
-# Run from the repo root: `.venv/bin/python bench/bench_upload.py [--runs 3] [--small-runs 7]`.
+# Run from the repo root: `.venv/bin/python bench/bench_upload.py [--runs 7] [--small-runs 31]`.
 # The server runs in a subprocess so client and server do not share a GIL; both clients go through it.
 
 from __future__ import annotations

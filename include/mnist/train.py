@@ -589,8 +589,8 @@ def train_model(
 
         # Unpinned CPU runs follow the load: fewer threads while another process keeps a core busy.
         governor = None
-        if device.type == "cpu" and not pinned_threads() and cpu_budget() > 1:
-            governor = ThreadGovernor(torch.get_num_threads(), cpu_budget(), torch.set_num_threads, emit)
+        if device.type == "cpu" and not pinned_threads() and (budget := cpu_budget()) > 1:
+            governor = ThreadGovernor(torch.get_num_threads(), budget, torch.set_num_threads, emit)
         history: list[EpochMetrics] = []
         train_start = time.perf_counter()
         model.train()
