@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,103 @@ def test_wrong_server_checksum_fails_the_upload(hook, jfrog_server, small_file):
     jfrog_server.inject_faults(r"/m/1/metrics\.json", [{"wrong_checksum": True}])
     with pytest.raises(ChecksumMismatchError, match="expected"):
         hook.deploy_artifact(small_file, REPO, "m/1/metrics.json")
+
+
+# A big file bound for a path that holds nothing goes up in one read pass, hashed as it is sent
+ONE_PASS = {"single_pass_min_size": 1024 * 1024}
+
+
+@pytest.fixture
+def three_mib_file(tmp_path) -> Path:
+    (path := tmp_path / "weights.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    return path
+
+
+def test_big_file_to_a_new_path_is_one_put_hashed_as_it_is_sent(hook, jfrog_server, three_mib_file):
+    data = three_mib_file.read_bytes()
+    result = hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", {"model.version": "3"}, **ONE_PASS)
+    assert (result.sha256, result.sha1, result.md5, result.size, result.checksum_deployed) == (
+        hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest(), len(data),
+        False)
+    # the storage check, then the bytes with no checksum-deploy try before them
+    assert jfrog_server.requests_matching(path_regex=r"/m/3/weights\.bin") == [
+        ("GET", f"/artifactory/api/storage/{REPO}/m/3/weights.bin", 0),
+        ("PUT", f"/artifactory/{REPO}/m/3/weights.bin;model.version=3", len(data))]
+    assert hook.download_artifact(REPO, "m/3/weights.bin", three_mib_file.with_suffix(".dl")) == result.sha256
+    assert hook.get_item_properties(REPO, "m/3/weights.bin") == {"model.version": ["3"]}
+
+
+def test_big_file_republished_to_its_path_goes_by_checksum_with_zero_bytes(hook, jfrog_server, three_mib_file):
+    first = hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+    before = len(jfrog_server.request_log)
+    again = hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+    assert again.checksum_deployed is True and again.sha256 == first.sha256
+    assert jfrog_server.request_log[before:] == [
+        ("GET", f"/artifactory/api/storage/{REPO}/m/3/weights.bin", 0),
+        ("PUT", f"/artifactory/{REPO}/m/3/weights.bin", 0)]
+
+
+def test_big_file_over_an_existing_artifact_is_hashed_first_so_artifactory_checks_it_before_storing(
+        hook, jfrog_server, three_mib_file, small_file):
+    hook.deploy_artifact(small_file, REPO, "m/3/weights.bin")
+    before = len(jfrog_server.request_log)
+    hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+    # the checksum-deploy try proves the SHA-256 was known before the bytes, which carry it in their header
+    assert jfrog_server.request_log[before:] == [
+        ("GET", f"/artifactory/api/storage/{REPO}/m/3/weights.bin", 0),
+        ("PUT", f"/artifactory/{REPO}/m/3/weights.bin", 0),
+        ("PUT", f"/artifactory/{REPO}/m/3/weights.bin", three_mib_file.stat().st_size)]
+
+
+def test_storage_check_that_is_refused_falls_back_to_hashing_first(hook, jfrog_server, three_mib_file):
+    jfrog_server.inject_faults(r"^/artifactory/api/storage/", [{"status": 403}], method="GET")
+    hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+    assert [b for _, _, b in jfrog_server.requests_matching("PUT")] == [0, three_mib_file.stat().st_size]
+
+
+def test_one_pass_put_is_resent_and_rehashed_in_full_after_503(hook, jfrog_server, three_mib_file):
+    jfrog_server.inject_faults(r"/m/3/weights\.bin", [{"status": 503}, {"reset": True}], method="PUT")
+    result = hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+    size = three_mib_file.stat().st_size
+    assert [b for _, _, b in jfrog_server.requests_matching("PUT")] == [size, size, size]
+    assert result.sha256 == file_checksums(three_mib_file).sha256
+
+
+def test_one_pass_upload_the_server_stored_wrongly_is_removed_again(hook, jfrog_server, three_mib_file):
+    jfrog_server.inject_faults(r"/m/3/weights\.bin", [{"wrong_checksum": True}], method="PUT")
+    with pytest.raises(ChecksumMismatchError, match=r"expected .*what was stored at ml-models-local/m/3/weights"
+                                                    r"\.bin was removed"):
+        hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+    with pytest.raises(JFrogApiError) as err:
+        hook.get_file_info(REPO, "m/3/weights.bin")
+    assert err.value.status == 404
+
+
+def test_one_pass_upload_that_cannot_be_removed_says_so(hook, jfrog_server, three_mib_file):
+    jfrog_server.inject_faults(r"/m/3/weights\.bin", [{"report_checksums": {"md5": "not-an-md5"}}], method="PUT")
+    jfrog_server.inject_faults(r"/m/3/weights\.bin", [{"status": 403}], method="DELETE")
+    with pytest.raises(ChecksumMismatchError, match=r"not a MD5 digest; removing what was stored failed, delete "
+                                                    r"ml-models-local/m/3/weights\.bin by hand"):
+        hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+
+
+def test_one_pass_upload_of_a_file_written_meanwhile_is_removed_again(hook, jfrog_server, three_mib_file):
+    # the server holds its answer for a second; the file is written to well inside that time
+    jfrog_server.inject_faults(r"/m/3/weights\.bin", [{"delay": 1.0}], method="PUT")
+
+    def write_into_it() -> None:
+        with open(three_mib_file, "r+b") as fh:
+            fh.write(b"changed")
+
+    writer = threading.Timer(0.2, write_into_it)
+    writer.start()
+    try:
+        with pytest.raises(ChecksumMismatchError, match="written to while it was uploaded; what was stored at"):
+            hook.deploy_artifact(three_mib_file, REPO, "m/3/weights.bin", **ONE_PASS)
+    finally:
+        writer.join()
+    with pytest.raises(JFrogApiError, match="404"):
+        hook.get_file_info(REPO, "m/3/weights.bin")
 
 
 def test_deploy_to_missing_repo_raises_404(hook, small_file):

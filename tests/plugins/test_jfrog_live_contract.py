@@ -85,6 +85,17 @@ def test_republish_is_a_checksum_deploy(jfrog_target, art, model):
         assert [b for _, _, b in jfrog_target.server.requests_matching("PUT", r"/2/model\.pt")] == [0]
 
 
+def test_one_pass_deploy_to_a_new_path_then_republish_to_it(jfrog_target, art, model):
+    # what a big file does (SINGLE_PASS_MIN_SIZE), on a small one: the storage check answers 404 for a new path,
+    # and with no client checksum the deploy answer still carries the SHA-256 the server computed
+    path = f"{jfrog_target.prefix}/one-pass/model.pt"
+    first = art.deploy_artifact(model, jfrog_target.repo, path, single_pass_min_size=1)
+    assert first.sha256 == hashlib.sha256(model.read_bytes()).hexdigest() and not first.checksum_deployed
+    assert art.get_file_info(jfrog_target.repo, path)["checksums"]["sha1"] == first.sha1
+    again = art.deploy_artifact(model, jfrog_target.repo, path, single_pass_min_size=1)
+    assert again.checksum_deployed and again.sha256 == first.sha256
+
+
 def test_missing_item_is_404(jfrog_target, art):
     with pytest.raises(JFrogApiError) as err:
         art.get_file_info(jfrog_target.repo, f"{jfrog_target.prefix}/missing.pt")

@@ -34,6 +34,10 @@ _READ_CHUNK = 1024 * 1024
 # One slice per send call, no copy out of the mapping. urllib3 sends the body under the connect timeout
 # (at most 10 s), so a slice must fit a slow link in that time: 1 MiB needs about 1 Mbit/s.
 _SEND_CHUNK = 1024 * 1024
+# From this size a deploy to a path that holds nothing yet hashes the slices as it sends them: one read pass,
+# where hashing first cost as much as a third of the upload on a fast link (bench/bench_upload.py). Smaller
+# files, and any path that exists (a retried or repeated publish), still hash first for checksum deploy.
+SINGLE_PASS_MIN_SIZE = 64 * 1024 * 1024
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _SHA1_HEX = re.compile(r"[0-9a-f]{40}")
 # characters Artifactory refuses in property keys (JFrog REST "Set Item Properties")
@@ -80,15 +84,28 @@ class _MappedFile:
     """A read-only mapping of a file: hashing and the upload read the same pages, so the file is read once."""
 
     def __init__(self, local_path: str | os.PathLike[str]) -> None:
-        with open(local_path, "rb") as fh:
-            self.size = os.fstat(fh.fileno()).st_size
-            # mmap refuses empty files; the mapping keeps its own reference to the file after fh closes.
-            # Truncating a mapped file in place would fault the reader: deploy files written by rename, as
-            # the DAGs do (include/mlops/files.py); a rewrite of the path leaves the mapped inode intact.
-            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
-        if self._map is not None:
-            self.size = len(self._map)  # the length mapped, should the file have grown since fstat
+        self._file = open(local_path, "rb")  # held open: `changed` asks about this inode
+        try:
+            self._written = self._written_stamp()
+            # mmap refuses empty files. Truncating a mapped file in place would fault the reader: deploy files
+            # written by rename, as the DAGs do (include/mlops/files.py); a rewrite of the path leaves the
+            # mapped inode intact.
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self._written[0] else None
+        except BaseException:
+            self._file.close()
+            raise
+        self.size = len(self._map) if self._map is not None else 0  # the length mapped, should it have grown
         self.view = memoryview(self._map) if self._map is not None else memoryview(b"")
+
+    def _written_stamp(self) -> tuple[int, int]:
+        # size and mtime move when the content is written; ctime also moves when another file is renamed over
+        # the path (the mapped inode loses a link), which leaves these bytes as they were
+        stat = os.fstat(self._file.fileno())
+        return stat.st_size, stat.st_mtime_ns
+
+    def changed(self) -> bool:
+        """Whether the file's content was written to since it was mapped."""
+        return self._written_stamp() != self._written
 
     def chunks(self) -> Iterator[memoryview]:
         """The content in large zero-copy slices, from byte 0 on every call (a retry re-sends it all)."""
@@ -103,6 +120,7 @@ class _MappedFile:
             # a slice still held by a failed request keeps the mapping open; it closes when that is collected
             with contextlib.suppress(BufferError):
                 self._map.close()
+        self._file.close()
 
 
 class _StreamBody:
@@ -116,6 +134,22 @@ class _StreamBody:
 
     def __iter__(self) -> Iterator[memoryview]:
         return self._mapped.chunks()
+
+
+class _HashingBody(_StreamBody):
+    """A streamed body that hashes the very slices it sends: `sha256` is set once the last one went out."""
+
+    def __init__(self, mapped: _MappedFile) -> None:
+        super().__init__(mapped)
+        self.sha256: str | None = None
+
+    def __iter__(self) -> Iterator[memoryview]:
+        self.sha256 = None  # a retry sends, and hashes, from byte 0 again
+        digest = hashlib.sha256()
+        for part in self._mapped.chunks():
+            digest.update(part)
+            yield part
+        self.sha256 = digest.hexdigest()
 
 
 def file_checksums(local_path: str | os.PathLike[str]) -> FileChecksums:
@@ -246,17 +280,21 @@ class ArtifactoryHook(JFrogHook):
 
     def deploy_artifact(self, local_path: str | os.PathLike[str], repo: str, target_path: str,
                         properties: Mapping[str, PropertyValues] | None = None, *,
-                        checksum_deploy_min_size: int = CHECKSUM_DEPLOY_MIN_SIZE) -> DeployResult:
-        """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT with its SHA-256 header."""
+                        checksum_deploy_min_size: int = CHECKSUM_DEPLOY_MIN_SIZE,
+                        single_pass_min_size: int | None = SINGLE_PASS_MIN_SIZE) -> DeployResult:
+        """Deploy a file: checksum deploy first (≥10 KiB), else one streamed PUT; big files to new paths in one pass."""
         url_path = quote_repo_path(repo, target_path) + matrix_params(properties)
-        # Hash before any byte is sent, as the JFrog CLI does, from one mapping of the file. SHA-256 goes in the
-        # header: with the default client-checksum policy Artifactory answers 409 when a client checksum differs
-        # from the bytes it got ("Deploy Artifact"), and it must equal what the server stored. SHA-1 and MD5 prove
-        # nothing more, so they come from Artifactory's answer, as JFrog's own ML SDK (frogml) sends SHA-256
-        # alone: hashing SHA-1 here too took a core the server needed, about 0.3 ms of a 1 MB deploy
-        # (bench/bench_upload.py).
         mapped = _MappedFile(local_path)
         try:
+            if (single_pass_min_size is not None and mapped.size >= single_pass_min_size
+                    and not self._holds(repo, target_path)):
+                return self._deploy_single_pass(mapped, url_path, repo, target_path)
+            # Hash before any byte is sent, as the JFrog CLI does. SHA-256 goes in the header: with the default
+            # client-checksum policy Artifactory answers 409 when a client checksum differs from the bytes it got
+            # ("Deploy Artifact"), so an existing artifact is never replaced by bytes that went wrong on the way.
+            # SHA-1 and MD5 prove nothing more, so they come from Artifactory's answer, as JFrog's own ML SDK
+            # (frogml) sends SHA-256 alone: hashing SHA-1 here too took a core the server needed, about 0.3 ms of
+            # a 1 MB deploy (bench/bench_upload.py).
             sha256 = hashlib.sha256(mapped.view).hexdigest()
             checksum_deployed = mapped.size >= checksum_deploy_min_size
             resp = None
@@ -277,6 +315,40 @@ class ArtifactoryHook(JFrogHook):
                                        checksum_deployed=checksum_deployed)
         finally:
             mapped.close()
+
+    def _holds(self, repo: str, path: str) -> bool:
+        """Whether Artifactory holds anything at repo/path ("File Info"); only a 404 counts as nothing."""
+        try:
+            # lean: bounded at LEAN_ANSWER_LIMIT, and a folder listing too long for that still counts as held
+            self._request("GET", "/api/storage" + quote_repo_path(repo, path), headers={}, data=b"", lean=True)
+        except JFrogApiError as exc:
+            return exc.status != 404
+        return True
+
+    def _deploy_single_pass(self, mapped: _MappedFile, url_path: str, repo: str, target_path: str) -> DeployResult:
+        """PUT a file to a path that held nothing, hashing as it goes; remove what was stored if it does not match."""
+        # With no client checksum Artifactory computes all three and answers with them (jfrog-client-go reads
+        # `checksums.sha256` from that answer). The bytes it stored must hash to the bytes sent, and the file
+        # must not have been written to meanwhile; otherwise the new path is deleted again, so nothing stands
+        # there that this file did not hold. Nothing was there before, so nothing is lost.
+        body = _HashingBody(mapped)
+        resp = self._request("PUT", url_path, headers={}, data=body, lean=True)
+        try:
+            if mapped.changed():
+                raise ChecksumMismatchError(resp.status_code, "the local file was written to while it was uploaded",
+                                            method="PUT", url_path=url_path)
+            # urllib3 sends the whole body before it reads an answer, so the digest is there
+            return self._deploy_result(resp, url_path, repo, target_path, body.sha256 or "", mapped.size,
+                                       checksum_deployed=False)
+        except JFrogApiError as exc:
+            try:
+                self.delete_item(repo, target_path)
+            except JFrogApiError as cleanup:
+                raise type(exc)(exc.status, f"{exc.message}; removing what was stored failed, delete {repo}/"
+                                            f"{target_path} by hand: {cleanup.message}",
+                                method="PUT", url_path=url_path) from exc
+            raise type(exc)(exc.status, f"{exc.message}; what was stored at {repo}/{target_path} was removed",
+                            method="PUT", url_path=url_path) from exc
 
     def _deploy_result(self, resp: Response, url_path: str, repo: str, target_path: str, sha256: str, size: int,
                        *, checksum_deployed: bool) -> DeployResult:
