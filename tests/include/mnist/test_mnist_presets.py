@@ -169,11 +169,14 @@ def test_cpu_fallback_records_how_it_ran(
         train_model(TrainConfig(device="cuda", max_train_samples=64), data_dir, tmp_path / "x" / "model.safetensors")
 
 
-def test_precision_auto_uses_bf16_only_where_the_cpu_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precision_auto_uses_bf16_only_where_the_cpu_has_amx(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert amp_dtype_for(cpu) is torch.bfloat16 and amp_dtype_for(cpu, "fp32") is None
+    # AVX512-BF16 without AMX trains the fast preset slower in bf16 than in fp32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert amp_dtype_for(cpu) is None and amp_dtype_for(cpu, "bf16") is torch.bfloat16
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert amp_dtype_for(cpu) is None and amp_dtype_for(cpu, "bf16") is torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of"):
