@@ -44,7 +44,7 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args(argv)
     print(describe(), flush=True)
     if not (SBOM_SITE / "rfc3987_syntax").is_dir():
@@ -89,30 +89,42 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "import airflow.sdk (+ rfc3987-syntax)": ([str(PYTHON), "-c", "import airflow.sdk"], with_env),
         }
-        for dag_file in sorted((ROOT / "dags").glob("*.py")):
-            cases[f"python dags/{dag_file.name}"] = ([str(PYTHON), str(dag_file)], base_env)
+        sdk = "import airflow.sdk (.venv, no rfc3987-syntax)"
+        dags = [f"python dags/{dag_file.name}" for dag_file in sorted((ROOT / "dags").glob("*.py"))]
+        for name in dags:
+            cases[name] = ([str(PYTHON), str(ROOT / name.removeprefix("python "))], base_env)
         times: dict[str, list[float]] = {name: [] for name in cases}
+        # Each DAG file runs next to its own `import airflow.sdk`, first in turn: a cold interpreter's time
+        # wanders by +-0.4 s on this VM within a minute, so the goal is judged on the paired differences.
+        extra: dict[str, list[float]] = {name: [] for name in dags}
         for i in range(args.runs):
-            for name, (command, env) in cases.items():
-                times[name].append(timed(command, env)[0])
+            for name in cases:
+                if name not in dags:
+                    times[name].append(timed(*cases[name])[0])
+            for j, name in enumerate(dags):
+                pair = (sdk, name) if (i + j) % 2 == 0 else (name, sdk)
+                seconds = {case: timed(*cases[case])[0] for case in pair}
+                times[name].append(seconds[name])
+                times[sdk].append(seconds[sdk])
+                extra[name].append(seconds[name] - seconds[sdk])
             print(f"  round {i + 1}/{args.runs} done  [load {os.getloadavg()[0]:.2f}]", flush=True)
 
     med = {name: statistics.median(values) for name, values in times.items()}
     print(f"\ncold wall seconds, median of {args.runs} (min-max):")
     for name, values in times.items():
         print(f"  {name:<48} {med[name]:.3f} s  ({min(values):.3f}-{max(values):.3f})")
-    without = med["import airflow.sdk (.venv, no rfc3987-syntax)"]
+    without = med[sdk]
     withrfc = med["import airflow.sdk (+ rfc3987-syntax)"]
     print(
         f"import airflow.sdk: with rfc3987-syntax {withrfc:.3f} s / without {without:.3f} s = {withrfc / without:.2f}x"
     )
     missed = []
-    for name in cases:
-        if name.startswith("python dags/"):
-            delta = med[name] - without
-            verdict = "meets" if delta <= 0.2 else "misses"
-            missed += [name] if delta > 0.2 else []
-            print(f"{name}: {med[name]:.3f} s = import airflow.sdk {delta:+.3f} s ({verdict} P3: <= +0.2 s)")
+    for name in dags:
+        delta = statistics.median(extra[name])
+        verdict = "meets" if delta <= 0.2 else "misses"
+        missed += [name] if delta > 0.2 else []
+        print(f"{name}: import airflow.sdk {delta:+.3f} s, median of {args.runs} paired runs "
+              f"({min(extra[name]):+.3f} to {max(extra[name]):+.3f}) ({verdict} P3: <= +0.2 s)")
     print(f"goals: {'MET' if not missed else 'MISSED: ' + ', '.join(missed)}")
     return 1 if missed else 0
 
