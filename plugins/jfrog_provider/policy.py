@@ -11,11 +11,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from jfrog_provider.xray_results import GraphScanResult, Severity, Violation, Vulnerability
+from jfrog_provider.severity import Severity
+
+if TYPE_CHECKING:  # the answer models are pydantic classes, built only when a scan is judged
+    from jfrog_provider.xray_results import GraphScanResult, Violation, Vulnerability
 
 # an allowlist names a CVE, or an Xray issue id for findings that have no CVE
 _ALLOWLIST_ID = re.compile(r"^(CVE-\d{4}-\d{4,}|XRAY-\d+)$")

@@ -6,7 +6,6 @@ and Xray REST "Artifact Summary" (https://docs.jfrog.com/security/reference/arti
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from jfrog_provider.exceptions import MalformedScanResultError, XrayScanError
+from jfrog_provider.severity import Severity
 
 # Xray's summary says "Artifact doesn't exist or not indexed/cached in Xray" until indexing ends (the same
 # words for a path Xray never saw); "pending" and "in progress" cover the scan-status wording
@@ -30,44 +30,6 @@ from jfrog_provider.exceptions import MalformedScanResultError, XrayScanError
 _NOT_YET = re.compile(r"not (yet )?indexed|pending|in progress", re.IGNORECASE)
 # issue types a watch judges as policy, not as a vulnerability of the file (Artifact Summary `issue_type`)
 _POLICY_ISSUE_TYPES = {"license", "operational risk", "operational_risk"}
-
-
-class Severity(enum.IntEnum):
-    """Xray severities, ordered so that comparisons work; PENDING and UNKNOWN are not rated and always block."""
-
-    PENDING = -1
-    UNKNOWN = 0
-    INFORMATION = 1
-    LOW = 2
-    MEDIUM = 3
-    HIGH = 4
-    CRITICAL = 5
-
-    @classmethod
-    def parse(cls, value: Any) -> Severity:
-        """Parse case-insensitively, mapping legacy names; raise ValueError on anything else."""
-        if isinstance(value, Severity):
-            return value
-        if not isinstance(value, str):
-            raise ValueError(f"severity must be a string, got {value!r}")
-        key = value.strip().lower()
-        # jfrog-cli-security `utils/severityutils/severity.go` lists the six names; jfrog-client-go
-        # `xray/services/utils/policybody.go` adds Normal and Pending; the v1 build scan used Major/Minor
-        key = {"info": "information", "major": "high", "minor": "low", "normal": "medium"}.get(key, key)
-        try:
-            return cls[key.upper()]
-        except KeyError:
-            raise ValueError(f"unknown Xray severity {value!r}") from None
-
-    @property
-    def rated(self) -> bool:
-        """False for Pending and Unknown: Xray has not said how bad the finding is."""
-        return self > Severity.UNKNOWN
-
-    @property
-    def label(self) -> str:
-        """Xray's spelling, e.g. "Critical"."""
-        return self.name.capitalize()
 
 
 def _severity(value: Any) -> Severity:

@@ -15,12 +15,12 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from jfrog_provider.exceptions import XrayScanTimeoutError
 from jfrog_provider.links import XRAY_URL_KEY, XrayScanLink, push_link_url, xray_scan_url
 from jfrog_provider.policy import XrayPolicyViolation, check_severity, judge_scan, parse_allowlist
-from jfrog_provider.xray_results import ArtifactSummary, GraphScanResult, final_graph_result
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from jfrog_provider.hooks.xray import XrayHook
+    from jfrog_provider.xray_results import ArtifactSummary, GraphScanResult
 
 VERDICT_XCOM_KEY = "xray_verdict"
 # CycloneDX component types worth scanning as dependencies (jfrog-cli-security `BomToFlatTree`: libraries)
@@ -190,6 +190,7 @@ class XrayScanGateOperator(BaseOperator):
     def _done_within(self, scan_id: str, paths: list[str],
                      seconds: float) -> tuple[GraphScanResult, ArtifactSummary | None] | None:
         """The finished scan (and indexed summary) if Xray has both within `seconds`, else None."""
+        from jfrog_provider.xray_results import final_graph_result  # pydantic models: not at DAG parse
         deadline = time.monotonic() + seconds
         delay = min(0.25, self.poll_interval)  # small graph scans finish in a second or two
         result = summary = None
@@ -209,6 +210,7 @@ class XrayScanGateOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Judge the result the trigger delivered; a timeout or error event fails the task (fail closed)."""
+        from jfrog_provider.xray_results import ArtifactSummary, final_graph_result
         event = event if isinstance(event, dict) else {}
         scan_id = str(event.get("scan_id") or "?")
         status = event.get("status")
