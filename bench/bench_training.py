@@ -36,7 +36,13 @@ from bench.mnist_examples_baseline import BASELINE_PARAMETERS, Net, run_baseline
 from include.mlops.cpu_threads import cpu_budget  # noqa: E402
 from include.mnist.data import load_split  # noqa: E402
 from include.mnist.evaluate import evaluate_model  # noqa: E402
-from include.mnist.train import TrainConfig, TrainResult, _cpu_has_amx, _cpu_has_native_bf16, train_model  # noqa: E402
+from include.mnist.train import (  # noqa: E402
+    TrainConfig,
+    TrainResult,
+    _cpu_has_amx,
+    _cpu_has_native_bf16,
+    train_model,
+)
 
 TARGET = 0.99
 MAX_TRAIN_S = 5.0
@@ -102,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)  # main.py gets every core our recipe may use
     print(describe(), flush=True)
     print(f"torch {torch.__version__}, {threads} threads for main.py, ours picks its own (idle CPUs), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')!r}, native bf16: {native_bf16}, AMX: {_cpu_has_amx()}, main.py Net "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')!r}, native bf16: {native_bf16}, "
+          f"AMX: {_cpu_has_amx()}, main.py Net "
           f"{sum(p.numel() for p in Net().parameters()):,} params (expected {BASELINE_PARAMETERS:,})", flush=True)
     train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
     baseline_n = 6400 if args.quick else len(train)
