@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 # third-party libraries a DAG file must not import, and our pydantic Xray answer models (built when a scan is judged)
 HEAVY_MODULES = ("torch", "torchvision", "mlflow", "evidently", "pandas", "sklearn", "scipy", "cyclonedx",
-                 "jfrog_provider.xray_results")
+                 "jfrog_provider.xray_results", "requests", "urllib3")
 EXPECTED_DAGS = {"mnist_training", "mnist_drift", "mnist_security_rescan", "mnist_data_arrival"}
 
 

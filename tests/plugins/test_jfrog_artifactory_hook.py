@@ -13,9 +13,7 @@ from jfrog_provider.exceptions import ChecksumMismatchError, JFrogApiError
 from jfrog_provider.hooks.artifactory import (
     ArtifactoryHook,
     DeployResult,
-    encode_properties_param,
     file_checksums,
-    matrix_params,
     quote_repo_path,
 )
 
@@ -52,34 +50,10 @@ def test_file_checksums_match_hashlib(big_file):
                                        hashlib.md5(data).hexdigest(), len(data)))
 
 
-@pytest.mark.parametrize("props,expected", [
-    ({"a": "b c"}, ";a=b%20c"),
-    ({"a": "x;y"}, ";a=x%5C%3By"),  # backslash-escaped, then percent-encoded
-    ({"a": ["1", "2"]}, ";a=1,2"),  # a list is several values, separated by a plain comma
-    ({"a": "1,2"}, ";a=1%5C%2C2"),  # a string is one value, its comma escaped
-    ({"model.version": 3}, ";model.version=3"),
-    ({"a": "é=|\\"}, ";a=%C3%A9%5C%3D%5C%7C%5C%5C"),
-    (None, ""),
-])
-def test_matrix_params_encoding(props, expected):
-    assert matrix_params(props) == expected
-
-
-@pytest.mark.parametrize("key", ["a b", "a;b", "a=b", "", "a,b"])
-def test_invalid_property_keys_are_value_errors(key):
-    with pytest.raises(ValueError):
-        matrix_params({key: "v"})
-
-
 def test_quote_repo_path_escapes_semicolon_and_space():
     assert quote_repo_path(REPO, "/a;b/c d.pt") == f"/{REPO}/a%3Bb/c%20d.pt"
     with pytest.raises(ValueError):
         quote_repo_path("a/b", "x")
-
-
-def test_encode_properties_param_follows_jfrog_client_go():
-    # raw ';' between properties, encoded ',' between values; '\\ , | =' escaped; ';' inside only encoded
-    assert encode_properties_param({"k": ["a=b", "x,y"], "s": "p;q|r"}) == "k=a%5C%3Db%2Cx%5C%2Cy;s=p%3Bq%5C%7Cr"
 
 
 # -- deploy ----------------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ import requests
 
 from jfrog_provider.exceptions import ChecksumMismatchError, JFrogApiError
 from jfrog_provider.hooks.base import JFrogHook, Response
+from jfrog_provider.properties import (
+    PropertyValues,
+    check_property_key,
+    encode_properties_param,
+    matrix_params,
+    property_values,
+)
 
 # the JFrog CLI tries checksum deploy only for files of at least 10 KiB (jfrog-client-go
 # `artifactory/services/upload.go`, DefaultMinChecksumDeploy)
@@ -40,16 +47,11 @@ _SEND_CHUNK = 1024 * 1024
 SINGLE_PASS_MIN_SIZE = 64 * 1024 * 1024
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _SHA1_HEX = re.compile(r"[0-9a-f]{40}")
-# characters Artifactory refuses in property keys (JFrog REST "Set Item Properties")
-_FORBIDDEN_KEY_CHARS = set(")(}{][*+^$\\/~`!@#%&<>;=,±§ ")
 # AQL drops the properties of every row when include() names them and the query sorts or pages (JFrog
 # "Artifactory Query Language", Limitations; jfrog-cli issues 957 and 1374)
 AQL_PATH = "/api/search/aql"
 _AQL_PROPERTY_INCLUDE = re.compile(r'\.include\([^)]*"(?:property(?:\.[^"]*)?|@[^"]*)"')
 _AQL_SORT_OR_PAGE = re.compile(r"\.(?:sort|limit|offset)\s*\(")
-
-PropertyValues = str | Sequence[str]
-
 
 @dataclass(frozen=True)
 class FileChecksums:
@@ -221,58 +223,6 @@ def _no_error_messages(body: dict[str, Any], status: int, url_path: str) -> dict
     return body
 
 
-def _values(value: PropertyValues) -> list[str]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        return [str(value)]
-    return [str(v) for v in value]
-
-
-def check_property_key(key: str) -> str:
-    """The key itself, or ValueError naming the characters Artifactory refuses in property keys."""
-    if not key or _FORBIDDEN_KEY_CHARS & set(key):
-        raise ValueError(f"Invalid Artifactory property key {key!r}: keys may not contain spaces or any of "
-                         f"{''.join(sorted(_FORBIDDEN_KEY_CHARS - {' '}))}")
-    return key
-
-
-def _backslash_escaped(text: str, special: str) -> str:
-    return "".join("\\" + ch if ch in special else ch for ch in text)
-
-
-def matrix_params(properties: Mapping[str, PropertyValues] | None) -> str:
-    """`;key=v1,v2` deploy matrix params: a list is several values, each value escaped then percent-encoded.
-
-    JFrog's clients backslash-escape `\\ , ; | =` inside a value (jfrog-client-go
-    `artifactory/services/utils/properties.go`; the Jenkins Artifactory plugin's `escapeProperty`, added after
-    400 "Property key ... is invalid" for `;` and `|`), and a plain comma separates values. Escaping and
-    then percent-encoding reads the same whether the server splits before or after decoding.
-    """
-    if not properties:
-        return ""
-    return "".join(
-        f";{quote(check_property_key(k), safe='')}="
-        + ",".join(quote(_backslash_escaped(v, "\\,;|="), safe="") for v in _values(value))
-        for k, value in properties.items()
-    )
-
-
-def encode_properties_param(properties: Mapping[str, PropertyValues]) -> str:
-    """The `?properties=` value of Set Item Properties: `k1=v1%2Cv2;k2=v3`, as jfrog-client-go builds it.
-
-    Properties are separated by a raw `;`, values by an encoded comma; inside a value `\\ , | =` get a
-    backslash (JFrog REST "Set Item Properties") and everything is percent-encoded. A `;` inside a value is
-    only percent-encoded (`%3B`): the doc names an escaped semicolon (`%5C;`) as a separator, so a backslash
-    would split the value (jfrog-client-go `ToEncodedString(true)` escapes the same way).
-    """
-    if not properties:
-        raise ValueError("properties must not be empty")
-    return ";".join(
-        f"{quote(check_property_key(k), safe='')}="
-        + "%2C".join(quote(_backslash_escaped(v, "\\,|="), safe="") for v in _values(value))
-        for k, value in properties.items()
-    )
-
-
 class ArtifactoryHook(JFrogHook):
     """Artifactory REST operations: deploy, download, storage info, properties, AQL, copy/move, delete."""
 
@@ -437,7 +387,7 @@ class ArtifactoryHook(JFrogHook):
                 return {}
             raise
         props = self._json(resp, url_path).get("properties") or {}
-        return {str(k): [str(v) for v in _values(vals)] for k, vals in props.items()}
+        return {str(k): [str(v) for v in property_values(vals)] for k, vals in props.items()}
 
     def set_item_properties(self, repo: str, path: str, properties: Mapping[str, PropertyValues],
                             recursive: bool = False) -> None:
@@ -561,7 +511,7 @@ class ArtifactoryHook(JFrogHook):
             body["comment"] = comment
         if properties:
             # Build Promotion takes properties as a map of key to a list of values
-            body["properties"] = {check_property_key(k): _values(v) for k, v in properties.items()}
+            body["properties"] = {check_property_key(k): property_values(v) for k, v in properties.items()}
         # a copy re-run yields the same state (the server skips identical targets); a move is not re-runnable
         resp = self._request("POST", url_path, params={"project": project} if project else None, json=body,
                              headers={"Content-Type": "application/vnd.org.jfrog.artifactory.build.PromotionRequest+json"},

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
+from jfrog_provider.properties import check_property_key
 from jfrog_provider.triggers.artifactory import find_new_items, normalize_created
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ class ArtifactoryArtifactSensor(BaseSensorOperator):
         if isinstance(min_created, str) and "{{" not in min_created:
             normalize_created(min_created)  # ValueError at parse time for a malformed literal
         if skip_if_property is not None:
-            from jfrog_provider.hooks.artifactory import check_property_key
-
             check_property_key(skip_if_property)
         self.repo = repo
         self.path = path
