@@ -10,10 +10,14 @@ from airflow.executors.local_executor import LocalExecutor
 # On Linux each task runs in a bare os.fork() of a LocalExecutor worker (Airflow's task supervisor), and the
 # workers fork from the scheduler when the executor starts: what the scheduler imported before that, every task
 # has for free. torch and mlflow cost about 2 s each per task process, and five of the eleven training tasks need
-# them (bench/bench_nightly_dag.py). Only third-party libraries: a project module imported here would be
-# served stale to tasks after an edit, until the scheduler restarts.
+# them (bench/bench_nightly_dag.py). MLflow imports its SQL stores (SQLAlchemy, alembic) on the first call to a
+# database-backed tracking URI, and `mlflow.pytorch.log_model` imports torch._dynamo for torch.export: preloaded,
+# register_model took 3.3-3.5 s instead of 6.3-7.7 s on 2 busy AMD EPYC cores. Neither import starts a thread.
+# Only third-party libraries: a project module imported here would be served stale to tasks after an edit,
+# until the scheduler restarts.
 PRELOAD_ENV = "MLOPS_EXECUTOR_PRELOAD"
-DEFAULT_PRELOAD = ("torch", "mlflow", "mlflow.pytorch", "safetensors.torch")
+DEFAULT_PRELOAD = ("torch", "mlflow", "mlflow.pytorch", "safetensors.torch", "mlflow.store.tracking.sqlalchemy_store",
+                   "mlflow.store.model_registry.sqlalchemy_store", "torch._dynamo")
 
 
 def preload_modules() -> tuple[str, ...]:

@@ -50,3 +50,15 @@ def test_local_mode_runs_it():
 
     line = "export AIRFLOW__CORE__EXECUTOR=mlops_executor.PreloadingLocalExecutor"
     assert line in (Path(__file__).resolve().parents[2] / "scripts" / "local_env.sh").read_text()
+
+
+def test_every_default_module_imports_without_starting_a_thread():
+    # the scheduler forks its workers after these imports: a thread started by one would not exist in the children
+    import subprocess
+
+    code = ("import importlib, json, sys, threading\n"
+            f"for name in {DEFAULT_PRELOAD!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(json.dumps([threading.active_count(), [n for n in sys.argv[1:] if n not in sys.modules]]))\n")
+    out = subprocess.run([sys.executable, "-c", code, *DEFAULT_PRELOAD], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[1, []]"
