@@ -12,7 +12,8 @@ from airflow.executors.local_executor import LocalExecutor
 # has for free. torch and mlflow cost about 2 s each per task process, and five of the eleven training tasks need
 # them (bench/bench_nightly_dag.py). MLflow imports its SQL stores (SQLAlchemy, alembic) on the first call to a
 # database-backed tracking URI, and `mlflow.pytorch.log_model` imports torch._dynamo for torch.export: preloaded,
-# register_model took 3.3-3.5 s instead of 6.3-7.7 s on 2 busy AMD EPYC cores. Neither import starts a thread.
+# the nightly register_model task took 2.9-3.3 s instead of 5.4-5.8 s on 2 AMD EPYC cores (bench/bench_nightly_dag.py).
+# Neither import starts a thread.
 # Only third-party libraries: a project module imported here would be served stale to tasks after an edit,
 # until the scheduler restarts.
 PRELOAD_ENV = "MLOPS_EXECUTOR_PRELOAD"

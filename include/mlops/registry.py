@@ -158,8 +158,9 @@ def register_training_run(
             mlflow.log_input(_meta_dataset(ref), context=ref.name.rsplit("-", 1)[-1])
         client.log_batch(run_id, tags=[RunTag(f"dataset.{ref.name}.sha256", ref.sha256) for ref in datasets])
 
-        # MLflow's PyTorch flavour pickles the module for serving (mlflow.pytorch.load_model). The pipeline never
-        # loads that copy: every load reads signed_model/ (safetensors + JSON) after verifying its signature.
+        # MLflow's PyTorch flavour saves the module for serving (mlflow.pytorch.load_model): MLflow 3 writes a
+        # torch.export archive, whose load unpickles the weights. The pipeline never loads that copy: every load
+        # reads signed_model/ (safetensors + JSON) after verifying its signature.
         info = mlflow.pytorch.log_model(
             load_model(model_path),
             name="model",
