@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -54,8 +55,6 @@ def test_local_mode_runs_it():
 
 def test_every_default_module_imports_without_starting_a_thread():
     # the scheduler forks its workers after these imports: a thread started by one would not exist in the children
-    import subprocess
-
     code = ("import importlib, json, sys, threading\n"
             f"for name in {DEFAULT_PRELOAD!r}:\n"
             "    importlib.import_module(name)\n"

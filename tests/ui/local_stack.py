@@ -146,21 +146,24 @@ class LocalStack:
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
         """The run's final state (success or failed)."""
         deadline = time.monotonic() + timeout
-        tokens: list[str] = []
+        token = ""
 
         def finished() -> bool:
+            nonlocal token
             try:
-                tokens[:] = tokens or [self.token()]  # one login for the whole wait, as the UI keeps its token
-                return self.api(f"dags/{dag_id}/dagRuns/{run_id}", token=tokens[0])["state"] in ("success", "failed")
+                token = token or self.token()  # one login for the whole wait, as the UI keeps its token
+                return self.api(f"dags/{dag_id}/dagRuns/{run_id}", token=token)["state"] in ("success", "failed")
+            except urllib.error.HTTPError:  # an error status is an answer
+                raise
             except (TimeoutError, urllib.error.URLError) as exc:
                 # On 2 cores a training task can keep the api-server from answering one poll within its timeout
-                # (seen once in CI): ask again until the deadline. An HTTP error status is an answer, and raises.
-                if isinstance(exc, urllib.error.HTTPError) or not isinstance(getattr(exc, "reason", exc), TimeoutError):
+                # (seen once in CI): ask again until the deadline.
+                if not isinstance(getattr(exc, "reason", exc), TimeoutError):
                     raise
                 return False
 
         self._wait(finished, deadline, f"{dag_id} run {run_id} did not finish")
-        return self.api(f"dags/{dag_id}/dagRuns/{run_id}", token=tokens[0])["state"]
+        return self.api(f"dags/{dag_id}/dagRuns/{run_id}", token=token)["state"]
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         return (self.home / "logs" / f"{name}.log").read_text(errors="replace")[-chars:]
